@@ -1,0 +1,10 @@
+"""The FSNet model family: knob registry, presets and the model factory."""
+
+from fsnet_models.factory import build_from_config, build_model
+from fsnet_models.knobs import INNOVATIONS, KNOBS, Innovation, Knob, KnobError, parse_knob_value
+from fsnet_models.presets import PRESETS, applicable_knobs, resolve_config
+
+__all__ = [
+    "INNOVATIONS", "KNOBS", "PRESETS", "Innovation", "Knob", "KnobError", "applicable_knobs",
+    "build_from_config", "build_model", "parse_knob_value", "resolve_config",
+]

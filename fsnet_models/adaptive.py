@@ -1,0 +1,280 @@
+"""FSNet's adaptive conv (MODELS.md section 2, knobs of sections 4-5), batched over layers of one shape.
+
+`AdaptiveConvBank` holds G conv layers whose weights share the shape [out, in, k]; their
+controllers, gradient EMAs, triggers and memories are stacked along a leading axis G so that
+one step costs a handful of batched operators instead of G times as many small ones. Each
+layer's math is exactly MODELS.md's per-layer formula; layers never interact.
+
+Verbs (called by the model, in this order within a step):
+  calibrate(memory_active) -> (weight_eff [G,out,in,k], bias_eff [G,out], out_scale [G,out])
+  ... forward(s) and backward ...
+  update_gradient_state(online) after the optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsnet_models.memory import normalize_memory, read_and_write, slot_mean_squared_cosine
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """The knobs one adaptive conv layer reads (names as in the knob registry)."""
+
+    memory: bool = True
+    index_weighted_read: bool = False
+    chunk_by: str = "in"
+    adaptive_tau: bool = False
+    top_k: int = 2
+    dynamic_temperature: bool = False
+    controller_dropout: float = 0.0
+    memory_heads: int = 1
+    gated_controller: bool = False
+    memory_slots: int = 32
+    grad_second_moment: bool = False
+    adaptive_trigger: bool = False
+    diversity_penalty: float = 0.0
+    tau: float = 0.75
+    gamma: float = 0.9
+    f_gamma: float = 0.3
+    trigger_threshold: float = 0.75
+    temperature: float = 0.5
+    t_min: float = 0.3
+    t_max: float = 0.7
+    trigger_beta: float = 0.99
+    trigger_kappa: float = 2.0
+    controller_hidden: int = 64
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], memory: bool, index_weighted_read: bool) -> AdaptiveSettings:
+        """Pick this dataclass's fields out of a resolved trial config (others ignored)."""
+        names = {f.name for f in fields(cls)} - {"memory", "index_weighted_read"}
+        return cls(memory=memory, index_weighted_read=index_weighted_read,
+                   **{n: config[n] for n in names if n in config})
+
+
+def _uniform(shape: tuple[int, ...], bound: float) -> nn.Parameter:
+    """A parameter drawn from U(-bound, bound), as nn.Linear/nn.Conv1d initialise theirs."""
+    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+
+
+class AdaptiveConvBank(nn.Module):
+    """G adaptive conv layers of weight shape [out, in, k]: adapter (slow) and memory (fast)."""
+
+    def __init__(self, count: int, in_channels: int, out_channels: int, kernel: int,
+                 settings: AdaptiveSettings) -> None:
+        super().__init__()
+        s = settings
+        self.settings = s
+        self.count, self.in_channels, self.out_channels, self.kernel = count, in_channels, out_channels, kernel
+        numel = out_channels * in_channels * kernel
+        if s.chunk_by == "in":  # reference: rows of the flat [out, in, k] gradient, one per input channel
+            if out_channels % in_channels:
+                raise ValueError("chunk_by='in' needs out_channels to be a multiple of in_channels")
+            self.n_chunks, self.b_per_chunk = in_channels, out_channels // in_channels
+        else:  # structure-aligned: one chunk per output channel
+            self.n_chunks, self.b_per_chunk = out_channels, 1
+        self.chunk_len = numel // self.n_chunks
+        self.w_per_chunk = kernel
+        self.calib_len = self.n_chunks * (kernel + 2 * self.b_per_chunk)  # D
+        g, nh = count, s.controller_hidden
+        ctrl_in = self.chunk_len * (2 if s.grad_second_moment else 1)
+        head_out = self.w_per_chunk + 2 * self.b_per_chunk
+
+        self.weight = _uniform((g, out_channels, in_channels, kernel), 1 / math.sqrt(in_channels * kernel))
+        self.beta = nn.Parameter(torch.zeros(g, out_channels))
+        self.ctrl_w1 = _uniform((g, ctrl_in, nh), 1 / math.sqrt(ctrl_in))
+        self.ctrl_b1 = _uniform((g, 1, nh), 1 / math.sqrt(ctrl_in))
+        if s.gated_controller:
+            self.ctrl_w2 = _uniform((g, nh, nh), 1 / math.sqrt(nh))
+            self.ctrl_b2 = _uniform((g, 1, nh), 1 / math.sqrt(nh))
+            self.gate_w = _uniform((g, nh, nh), 1 / math.sqrt(nh))
+            self.gate_b = _uniform((g, 1, nh), 1 / math.sqrt(nh))
+        # the three calibration heads (w, b, f) fused into one matrix, columns [w | b | f]
+        self.head_w = _uniform((g, nh, head_out), 1 / math.sqrt(nh))
+        self.head_b = _uniform((g, 1, head_out), 1 / math.sqrt(nh))
+
+        self.register_buffer("e_fast", torch.zeros(g, numel))
+        self.register_buffer("e_slow", torch.zeros(g, numel))
+        if s.grad_second_moment:
+            self.register_buffer("e_square", torch.zeros(g, numel))
+        if s.memory:
+            if s.adaptive_tau:  # Linear(n_chunks -> 1), weight 0 and bias logit(tau): starts at tau
+                self.tau_w = nn.Parameter(torch.zeros(g, self.n_chunks))
+                self.tau_b = nn.Parameter(torch.full((g,), math.log(s.tau / (1 - s.tau))))
+            if s.dynamic_temperature:  # Linear(D -> 1), nn.Linear's initialisation
+                self.temp_w = _uniform((g, self.calib_len), 1 / math.sqrt(self.calib_len))
+                self.temp_b = _uniform((g,), 1 / math.sqrt(self.calib_len))
+            memory = torch.empty(g, self.calib_len, s.memory_slots)
+            for layer in memory:
+                nn.init.xavier_uniform_(layer)
+            self.register_buffer("memory", normalize_memory(memory))
+            self.register_buffer("q_ema", torch.zeros(g, self.calib_len))
+            self.register_buffer("q_started", torch.zeros((), dtype=torch.bool))
+            self.register_buffer("trigger", torch.zeros(g, dtype=torch.bool))
+            self.register_buffer("cos_stats", torch.zeros(3, g))  # count, EMA mean, EMA variance
+            # diagnostics: per layer [reads, entropy sum, tau sum, temperature sum]; global min/max
+            self.register_buffer("diag_sums", torch.zeros(4, g, dtype=torch.float64))
+            self.register_buffer("diag_range", torch.tensor([[math.inf, -math.inf]] * 2, dtype=torch.float64))
+
+    # ------------------------------------------------------------------ slow learning: the adapter
+    def _controller(self) -> torch.Tensor:
+        """Controller hidden state per chunk: [G, n_chunks, controller_hidden]."""
+        s = self.settings
+        chunks = self.e_slow.view(self.count, self.n_chunks, self.chunk_len)
+        if s.grad_second_moment:
+            spread = (self.e_square - self.e_slow.square()).clamp_min(0).sqrt()
+            chunks = torch.cat([chunks, spread.view_as(chunks)], dim=-1)
+        hidden = F.silu(torch.baddbmm(self.ctrl_b1, chunks, self.ctrl_w1))
+        if s.gated_controller:
+            second = F.silu(torch.baddbmm(self.ctrl_b2, hidden, self.ctrl_w2))
+            gate = torch.sigmoid(torch.baddbmm(self.gate_b, hidden, self.gate_w))
+            hidden = gate * second + (1 - gate) * hidden
+        if s.controller_dropout > 0:
+            hidden = F.dropout(hidden, s.controller_dropout, training=self.training)
+        return hidden
+
+    def calibrate(self, memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This step's calibrated conv: (weight [G,out,in,k], bias [G,out], output scale [G,out]).
+
+        Computes the adapter's (w, b, f) from the slow gradient EMA, updates the query EMA, and,
+        when `memory_active` and a layer's trigger fired, reads/writes that layer's memory and
+        blends the read into its (w, b, f). Autograd reaches the adapter's parameters only.
+        """
+        s = self.settings
+        calib = torch.baddbmm(self.head_b, self._controller(), self.head_w)
+        w, b, f = calib.split([self.w_per_chunk, self.b_per_chunk, self.b_per_chunk], dim=-1)
+        if s.memory:
+            w, b, f = self._fast_learning(w, b, f, memory_active)
+        if s.chunk_by == "in":
+            scale = w.unsqueeze(1)  # [G, 1, in, k]: W[:, i, t] * w[i, t]
+        else:
+            scale = w.unsqueeze(2)  # [G, out, 1, k]: W[c, :, t] * w[c, t]
+        bias = self.beta * b.reshape(self.count, self.out_channels)
+        return self.weight * scale, bias, f.reshape(self.count, self.out_channels)
+
+    # ------------------------------------------------------------------ fast learning: the memory
+    @torch.no_grad()
+    def _query(self, w: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """Memory query [G, D]: q itself on the first call ever, then q_ema = f_gamma q_ema + (1 - f_gamma) q."""
+        q = torch.cat([w.flatten(1), b.flatten(1), f.flatten(1)], dim=1)
+        if not bool(self.q_started):
+            self.q_started.fill_(True)
+            return q
+        f_gamma = self.settings.f_gamma
+        self.q_ema.mul_(f_gamma).add_(q, alpha=1 - f_gamma)
+        return self.q_ema
+
+    def _temperature(self, query: torch.Tensor) -> torch.Tensor:
+        """Attention temperature per layer [G]: fixed, or t_min + (t_max - t_min) sigmoid(Linear(query))."""
+        s = self.settings
+        if not s.dynamic_temperature:
+            return torch.full((self.count,), s.temperature, device=query.device)
+        gate = torch.sigmoid((query * self.temp_w).sum(-1) + self.temp_b)
+        return s.t_min + (s.t_max - s.t_min) * gate
+
+    def _blend_tau(self) -> torch.Tensor:
+        """Blend coefficient per layer [G]; adaptive: sigmoid(Linear(cos of e_f and e_s per chunk))."""
+        s = self.settings
+        if not s.adaptive_tau:
+            return torch.full((self.count,), s.tau, device=self.weight.device)
+        shape = (self.count, self.n_chunks, self.chunk_len)
+        context = F.cosine_similarity(self.e_fast.view(shape), self.e_slow.view(shape), dim=-1, eps=1e-6)
+        return torch.sigmoid((context * self.tau_w).sum(-1) + self.tau_b)
+
+    def _fast_learning(self, w: torch.Tensor, b: torch.Tensor, f: torch.Tensor,
+                       memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Update the query EMA; where a trigger fired, read+write memory and blend the read into w, b, f."""
+        query = self._query(w, b, f)
+        if not (memory_active and bool(self.trigger.any())):
+            return w, b, f
+        s = self.settings
+        fired = self.trigger.clone()
+        self.trigger.zero_()
+        with torch.no_grad():
+            temperature = self._temperature(query)
+            read = read_and_write(self.memory, query, temperature, s.top_k, s.memory_heads, s.tau,
+                                  s.index_weighted_read, s.diversity_penalty)
+            self.memory.copy_(torch.where(fired[:, None, None], read.memory, self.memory))
+        tau = self._blend_tau()
+        self._record_read(fired, read.entropy, tau.detach(), temperature)
+        stored = read.retrieved.split([w[0].numel(), b[0].numel(), f[0].numel()], dim=1)
+        blended = []
+        for raw, mem in zip((w, b, f), stored, strict=True):
+            mix = tau[:, None, None] * raw + (1 - tau[:, None, None]) * mem.view_as(raw)
+            blended.append(torch.where(fired[:, None, None], mix, raw))
+        return blended[0], blended[1], blended[2]
+
+    @torch.no_grad()
+    def _record_read(self, fired: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor,
+                     temperature: torch.Tensor) -> None:
+        """Accumulate the per-layer diagnostics of one read (fired layers only)."""
+        mask = fired.to(torch.float64)
+        values = torch.stack([mask, entropy.double(), tau.double(), temperature.double()])
+        self.diag_sums.add_(values * mask)
+        for row, series in enumerate((tau, temperature)):
+            chosen = series[fired].double()
+            self.diag_range[row, 0] = torch.minimum(self.diag_range[row, 0], chosen.min())
+            self.diag_range[row, 1] = torch.maximum(self.diag_range[row, 1], chosen.max())
+
+    # ------------------------------------------------------------------ after the optimiser step
+    @torch.no_grad()
+    def update_gradient_state(self, online: bool) -> None:
+        """Fast EMA, then (online, memory on) the drift trigger, then slow EMA (and second moment)."""
+        grad = self.weight.grad
+        if grad is None:
+            return
+        s = self.settings
+        g = F.normalize(grad, dim=2).reshape(self.count, -1)  # L2 over the `in` axis
+        self.e_fast.mul_(s.f_gamma).add_(g, alpha=1 - s.f_gamma)
+        if online and s.memory:
+            cosine = F.cosine_similarity(self.e_fast, self.e_slow, dim=1, eps=1e-6)
+            self.trigger |= cosine < self._trigger_threshold(cosine)
+        self.e_slow.mul_(s.gamma).add_(g, alpha=1 - s.gamma)
+        if s.grad_second_moment:
+            self.e_square.mul_(s.gamma).add_(g * g, alpha=1 - s.gamma)
+
+    def _trigger_threshold(self, cosine: torch.Tensor) -> torch.Tensor:
+        """Threshold per layer [G] for this step's cosine; updates the adaptive statistics.
+
+        Fixed: -trigger_threshold. Adaptive (this project's reading of the report's one line):
+        EMAs (decay trigger_beta) of the cosine's mean and variance over the online steps before
+        this one; threshold = clamp(mean - kappa * std, -1, 0). The first online step, which has
+        no statistics yet, uses the fixed threshold and seeds the mean with its cosine.
+        """
+        s = self.settings
+        fixed = torch.full_like(cosine, -s.trigger_threshold)
+        if not s.adaptive_trigger:
+            return fixed
+        count, mean, var = self.cos_stats
+        first = count == 0
+        threshold = torch.where(first, fixed, (mean - s.trigger_kappa * var.sqrt()).clamp(-1.0, 0.0))
+        diff = cosine - mean
+        new_mean = torch.where(first, cosine, mean + (1 - s.trigger_beta) * diff)
+        new_var = torch.where(first, torch.zeros_like(var), s.trigger_beta * (var + (1 - s.trigger_beta) * diff**2))
+        self.cos_stats.copy_(torch.stack([count + 1, new_mean, new_var]))
+        return threshold
+
+    # ------------------------------------------------------------------ diagnostics
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """Reads per layer, summed entropy/tau/temperature over reads, their ranges, and slot P(M)."""
+        if not self.settings.memory:
+            return {}
+        reads, entropy, tau, temperature = self.diag_sums
+        return {
+            "reads": reads.tolist(),
+            "entropy_sum": float(entropy.sum()),
+            "tau_sum": float(tau.sum()),
+            "temperature_sum": float(temperature.sum()),
+            "tau_range": self.diag_range[0].tolist(),
+            "temperature_range": self.diag_range[1].tolist(),
+            "slot_mean_sq_cos": slot_mean_squared_cosine(self.memory).tolist(),
+        }

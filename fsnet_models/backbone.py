@@ -1,0 +1,96 @@
+"""The TS2Vec dilated-convolution backbone shared by every neural model (MODELS.md section 1).
+
+input_fc: Linear(n_in + 7 -> 64); 11 residual blocks, channels [64]*10 + [320], kernel 3,
+dilation 2**i, "same" padding; representation = last time step (dropout 0.1); head
+Linear(320 -> pred_len * n_out).
+
+Exact pruning: a block whose dilation is >= the window length reaches only zero padding with
+its outer taps, so each output position is the centre tap applied to the same position; the
+head reads only the last position, so from the first such block on only the last position is
+computed (weights are sliced, so gradients of the outer taps are exact zeros, as in the full
+network). `prune=False` computes every position, for the equality tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# One calibrated conv for one forward: weight [out, in, k], bias [out] or None, output scale [out] or None.
+ConvParams = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+HIDDEN = 64
+OUTPUT = 320
+DEPTH = 10
+KERNEL = 3
+
+
+def block_channels() -> list[tuple[int, int]]:
+    """(in, out) channels of the 11 residual blocks."""
+    chans = [HIDDEN] * DEPTH + [OUTPUT]
+    return [(chans[i - 1] if i else HIDDEN, chans[i]) for i in range(len(chans))]
+
+
+def conv_shapes() -> list[tuple[int, int]]:
+    """(in, out) channels of the 22 block convs in order (conv1, conv2 of block 0, ...)."""
+    shapes = []
+    for c_in, c_out in block_channels():
+        shapes += [(c_in, c_out), (c_out, c_out)]
+    return shapes
+
+
+def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: bool) -> torch.Tensor:
+    """Same-padded dilated conv1d of x [B, in, T] -> [B, out, T] (T = 1 in `last_only` mode).
+
+    `last_only`: x holds only the last position and the dilation reaches past the window, so
+    the conv is the centre tap alone (exact). The output scale, if any, multiplies bias too.
+    """
+    weight, bias, scale = params
+    if last_only:
+        y = F.linear(x[:, :, 0], weight[:, :, weight.shape[-1] // 2], bias).unsqueeze(-1)
+    else:
+        y = F.conv1d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
+    if scale is not None:
+        y = y * scale[:, None]
+    return y
+
+
+class Encoder(nn.Module):
+    """input_fc + 11 residual dilated-conv blocks; returns the last position's representation [B, 320]."""
+
+    def __init__(self, n_in: int, seq_len: int, plain_convs: bool, prune: bool = True) -> None:
+        super().__init__()
+        self.input_fc = nn.Linear(n_in + 7, HIDDEN)
+        self.dilations = [2**i for i in range(len(block_channels()))]
+        self.prune_from = next((i for i, d in enumerate(self.dilations) if d >= seq_len), None) if prune else None
+        self.projectors = nn.ModuleDict({
+            str(i): nn.Conv1d(c_in, c_out, 1)
+            for i, (c_in, c_out) in enumerate(block_channels())
+            if c_in != c_out or i == len(self.dilations) - 1
+        })
+        # plain Conv1d layers (baselines); adaptive models get their convs from outside each step
+        self.convs = nn.ModuleList(
+            nn.Conv1d(c_in, c_out, KERNEL) for c_in, c_out in conv_shapes()) if plain_convs else None
+        self.repr_dropout = nn.Dropout(0.1)
+
+    def plain_params(self) -> list[ConvParams]:
+        """The plain convs' parameters in ConvParams form (baselines)."""
+        assert self.convs is not None
+        return [(c.weight, c.bias, None) for c in self.convs]
+
+    def forward(self, x: torch.Tensor, convs: Sequence[ConvParams]) -> torch.Tensor:
+        """x [B, T, n_in + 7] -> representation [B, 320] of the last time step."""
+        h = self.input_fc(x).transpose(1, 2)
+        last_only = False
+        for i, dilation in enumerate(self.dilations):
+            if i == self.prune_from:
+                h, last_only = h[:, :, -1:], True
+            proj = self.projectors[str(i)] if str(i) in self.projectors else None
+            residual = h if proj is None else proj(h)
+            h = dilated_conv(F.gelu(h), convs[2 * i], dilation, last_only)
+            h = dilated_conv(F.gelu(h), convs[2 * i + 1], dilation, last_only)
+            h = h + residual
+        return self.repr_dropout(h[:, :, -1])

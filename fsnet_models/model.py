@@ -1,0 +1,126 @@
+"""Forecasting models with the verbs the online protocol calls (the same for every preset).
+
+  begin_step()  adaptive layers compute this step's calibrations (and read/write memory) once
+  forward(x)    any number of times: prediction, learning, replay
+  end_step()    after the optimiser step: gradient EMAs and drift trigger
+  set_online(b) switch between warm-up (memory off) and the online phase (memory on)
+
+Baselines implement the verbs as no-ops, so the online loop has no preset switch in it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings
+from fsnet_models.backbone import KERNEL, OUTPUT, ConvParams, Encoder, conv_shapes
+
+
+class AdaptiveLayers(nn.Module):
+    """The 22 adaptive convs of the backbone, grouped into banks of equal weight shape."""
+
+    def __init__(self, settings: AdaptiveSettings) -> None:
+        super().__init__()
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for layer, shape in enumerate(conv_shapes()):
+            groups[shape].append(layer)
+        self.banks = nn.ModuleList(
+            AdaptiveConvBank(len(layers), c_in, c_out, KERNEL, settings) for (c_in, c_out), layers in groups.items())
+        self.location = [(0, 0)] * len(conv_shapes())  # layer -> (bank, index in bank)
+        for bank, layers in enumerate(groups.values()):
+            for index, layer in enumerate(layers):
+                self.location[layer] = (bank, index)
+        self.layer_names = [f"block{layer // 2}.conv{layer % 2 + 1}" for layer in range(len(self.location))]
+
+    def calibrate(self, memory_active: bool) -> list[ConvParams]:
+        """Every layer's calibrated (weight, bias, output scale) for this step, in layer order."""
+        per_bank = [[t.unbind(0) for t in bank.calibrate(memory_active)] for bank in self.banks]
+        return [tuple(part[i] for part in per_bank[b]) for b, i in self.location]  # type: ignore[misc]
+
+    def update_gradient_state(self, online: bool) -> None:
+        """Gradient EMAs and triggers of every bank (after the optimiser step)."""
+        for bank in self.banks:
+            bank.update_gradient_state(online)
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Memory diagnostics over all layers: reads per layer, mean entropy, tau/temperature stats, P(M)."""
+        per_bank = [bank.diagnostics() for bank in self.banks]
+        if not per_bank[0]:
+            return {}
+        reads = [0.0] * len(self.location)
+        slot_cos = [0.0] * len(self.location)
+        for layer, (b, i) in enumerate(self.location):
+            reads[layer] = per_bank[b]["reads"][i]
+            slot_cos[layer] = per_bank[b]["slot_mean_sq_cos"][i]
+        total = sum(reads)
+
+        def mean_of(key: str) -> float:
+            return sum(d[key] for d in per_bank) / total if total else float("nan")
+
+        def extreme(key: str, pick: int) -> float:
+            values = [d[key][pick] for d in per_bank]
+            best = min(values) if pick == 0 else max(values)
+            return best if total else float("nan")
+
+        return {
+            "memory_triggers": int(total),
+            "memory_triggers_per_layer": {n: int(r) for n, r in zip(self.layer_names, reads, strict=True)},
+            "attention_entropy_mean": mean_of("entropy_sum"),
+            "tau_mean": mean_of("tau_sum"),
+            "tau_min": extreme("tau_range", 0),
+            "tau_max": extreme("tau_range", 1),
+            "temperature_mean": mean_of("temperature_sum"),
+            "temperature_min": extreme("temperature_range", 0),
+            "temperature_max": extreme("temperature_range", 1),
+            "slot_mean_sq_cos": sum(slot_cos) / len(slot_cos),
+        }
+
+
+class ForecastNet(nn.Module):
+    """Backbone + linear head; plain convs (baselines) or adaptive convs (FSNet family)."""
+
+    def __init__(self, n_in: int, n_out: int, seq_len: int, pred_len: int,
+                 adaptive: AdaptiveSettings | None, prune: bool = True) -> None:
+        super().__init__()
+        self.encoder = Encoder(n_in, seq_len, plain_convs=adaptive is None, prune=prune)
+        self.head = nn.Linear(OUTPUT, pred_len * n_out)
+        self.adaptive = AdaptiveLayers(adaptive) if adaptive is not None else None
+        self.online = False
+        self._convs: list[ConvParams] | None = None
+
+    def set_online(self, online: bool) -> None:
+        """Online phase: memory and trigger active (call model.eval() separately)."""
+        self.online = online
+
+    def begin_step(self) -> None:
+        """Compute this step's calibrated convs once (adaptive models); plain models: nothing."""
+        if self.adaptive is not None:
+            self._convs = self.adaptive.calibrate(memory_active=self.online)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, seq_len, n_in + 7] -> forecast [B, pred_len * n_out] (time-major)."""
+        if self.adaptive is None:
+            convs = self.encoder.plain_params()
+        else:
+            if self._convs is None:
+                raise RuntimeError("begin_step() must be called before forward() on an adaptive model")
+            convs = self._convs
+        return self.head(self.encoder(x, convs))
+
+    def end_step(self) -> None:
+        """After the optimiser step: gradient EMAs and trigger; drops this step's calibrations."""
+        if self.adaptive is not None:
+            self.adaptive.update_gradient_state(self.online)
+        self._convs = None
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Memory diagnostics (empty for models without memory)."""
+        return self.adaptive.diagnostics() if self.adaptive is not None else {}
+
+    def memory_buffers(self) -> dict[str, torch.Tensor]:
+        """Name -> tensor of the associative memories (restored with the best warm-up epoch)."""
+        return {n: b for n, b in self.named_buffers() if n.endswith(".memory")}
