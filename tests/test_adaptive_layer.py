@@ -1,0 +1,260 @@
+"""One adaptive conv bank with hand-made gradients: each knob does what MODELS.md says."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings
+from fsnet_models.memory import read_and_write, slot_mean_squared_cosine
+
+G, C, K = 3, 8, 3  # layers, channels (square), kernel
+
+
+def make_bank(seed: int = 0, in_ch: int = C, out_ch: int = C, **settings: object) -> AdaptiveConvBank:
+    """A small bank of G square layers in eval mode, built from a fixed seed."""
+    torch.manual_seed(seed)
+    bank = AdaptiveConvBank(G, in_ch, out_ch, K, AdaptiveSettings(**settings))  # type: ignore[arg-type]
+    bank.eval()
+    return bank
+
+
+def feed_gradient(bank: AdaptiveConvBank, grad: torch.Tensor, online: bool) -> None:
+    """Pretend an optimiser step produced `grad` [G, out, in, k] for the conv weights."""
+    bank.weight.grad = grad.clone()
+    bank.update_gradient_state(online)
+
+
+def fire_trigger(bank: AdaptiveConvBank) -> None:
+    """Drive every layer's fast EMA against its slow EMA until the drift trigger fires."""
+    g = torch.randn(bank.weight.shape, generator=torch.Generator().manual_seed(1))
+    for _ in range(20):
+        feed_gradient(bank, g, online=False)
+    feed_gradient(bank, -g, online=True)
+    feed_gradient(bank, -g, online=True)
+    assert bool(bank.trigger.all())
+
+
+def test_gradient_emas_follow_the_formulas() -> None:
+    bank = make_bank()
+    g = torch.randn(bank.weight.shape)
+    feed_gradient(bank, g, online=False)
+    normalized = F.normalize(g, dim=2).reshape(G, -1)
+    assert torch.allclose(bank.e_fast, 0.7 * normalized)
+    assert torch.allclose(bank.e_slow, 0.1 * normalized)
+    assert not bank.trigger.any(), "the trigger is only armed online"
+
+
+def test_trigger_fires_when_fast_opposes_slow_and_only_online() -> None:
+    bank = make_bank()
+    g = torch.randn(bank.weight.shape)
+    for _ in range(20):
+        feed_gradient(bank, g, online=False)
+    feed_gradient(bank, -g, online=False)
+    assert not bank.trigger.any()
+    feed_gradient(bank, -g, online=True)
+    assert bank.trigger.all()
+
+
+def test_calibration_changes_only_on_trigger_and_memory_read_resets_it() -> None:
+    bank = make_bank()
+    fire_trigger(bank)
+    memory_before = bank.memory.clone()
+    w_fired, b_fired, f_fired = bank.calibrate(memory_active=True)
+    assert not bank.trigger.any(), "a read consumes the trigger"
+    assert not torch.equal(bank.memory, memory_before), "a read writes the memory"
+    # same state without the read: the calibration differs (the blend happened)
+    twin = make_bank()
+    fire_trigger(twin)
+    w_raw, _, _ = twin.calibrate(memory_active=False)
+    assert not torch.allclose(w_fired, w_raw)
+    assert twin.trigger.all(), "memory inactive: trigger stays armed"
+
+
+def test_no_graph_survives_a_step() -> None:
+    bank = make_bank()
+    fire_trigger(bank)
+    weight, bias, scale = bank.calibrate(memory_active=True)
+    (weight.sum() + bias.sum() + scale.sum()).backward()
+    for name in ("memory", "q_ema", "e_fast", "e_slow"):
+        tensor = getattr(bank, name)
+        assert tensor.grad_fn is None and not tensor.requires_grad, name
+
+
+def test_chunk_by_out_aligns_chunks_with_output_channels() -> None:
+    bank = make_bank(chunk_by="out")
+    assert bank.n_chunks == C and bank.chunk_len == C * K
+    base_weight, _, _ = bank.calibrate(memory_active=False)
+    grad = torch.zeros(bank.weight.shape)
+    grad[:, 3] = torch.randn(G, C, K)  # only output channel 3 has a gradient
+    feed_gradient(bank, grad, online=False)
+    weight, _, _ = bank.calibrate(memory_active=False)
+    changed = (weight != base_weight).flatten(2).any(-1)  # [G, out]
+    assert changed[:, 3].all() and not changed[:, [0, 1, 2, 4, 5, 6, 7]].any()
+
+
+def test_chunk_by_in_scales_input_channels_per_reference() -> None:
+    bank = make_bank()
+    weight, _, _ = bank.calibrate(memory_active=False)
+    ratio = weight / bank.weight  # w[i, t], the same for every output channel
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
+
+
+def test_adaptive_tau_starts_equal_to_fixed_tau_and_is_trained() -> None:
+    bank = make_bank(adaptive_tau=True)
+    fire_trigger(bank)
+    assert torch.allclose(bank._blend_tau(), torch.full((G,), 0.75))
+    fixed = make_bank()
+    fire_trigger(fixed)
+    adaptive_out = bank.calibrate(memory_active=True)
+    fixed_out = fixed.calibrate(memory_active=True)
+    for a, f in zip(adaptive_out, fixed_out, strict=True):
+        assert torch.allclose(a, f, atol=1e-6)
+    adaptive_out[0].sum().backward()
+    assert bank.tau_w.grad is not None and bank.tau_w.grad.abs().sum() > 0
+
+
+def test_top_k_sets_the_number_of_written_slots() -> None:
+    for k in (1, 2, 3):
+        bank = make_bank(top_k=k)
+        fire_trigger(bank)
+        before = bank.memory.clone()
+        bank.calibrate(memory_active=True)
+        # renormalisation rescales all slots uniformly; count slots changed beyond that scale
+        scale = torch.linalg.matrix_norm(before).clamp_min(1)  # before is already normalised
+        changed = ~torch.isclose(bank.memory * scale[:, None, None], before, atol=1e-7).all(1)
+        assert (changed.sum(-1) <= k).all() and (changed.sum(-1) >= 1).all()
+        if k > 1:
+            assert (changed.sum(-1) == k).any()
+
+
+def test_dynamic_temperature_stays_in_range_and_differs_from_fixed() -> None:
+    bank = make_bank(dynamic_temperature=True)
+    query = torch.randn(G, bank.calib_len)
+    temperature = bank._temperature(query)
+    assert ((temperature >= 0.3) & (temperature <= 0.7)).all()
+    assert not torch.allclose(temperature, torch.full((G,), 0.5))
+    assert torch.allclose(make_bank()._temperature(query), torch.full((G,), 0.5))
+
+
+def test_controller_dropout_acts_in_training_only() -> None:
+    bank = make_bank(controller_dropout=0.5)
+    plain = make_bank()
+    feed_gradient(bank, torch.randn(bank.weight.shape), online=False)
+    plain.e_slow.copy_(bank.e_slow)
+    assert torch.equal(bank.calibrate(False)[0], plain.calibrate(False)[0]), "eval mode: no dropout"
+    bank.train()
+    assert not torch.equal(bank.calibrate(False)[0], plain.calibrate(False)[0])
+
+
+def single_head_reference(memory: torch.Tensor, query: torch.Tensor, t: float, k: int, tau: float):
+    """MODELS.md section 2's read and write for one layer, written plainly."""
+    att = torch.softmax(query @ memory / t, dim=-1)
+    v, idx = att.topk(k)
+    r = memory[:, idx] @ v
+    new = memory.clone()
+    for j in range(k):
+        new[:, idx[j]] = tau * memory[:, idx[j]] + (1 - tau) * v[j] * r
+    return r, new / max(float(torch.linalg.matrix_norm(new)), 1.0)
+
+
+def test_memory_heads_one_equals_the_single_head_formula() -> None:
+    torch.manual_seed(3)
+    memory = torch.randn(G, 20, 32) * 0.05
+    query = torch.randn(G, 20)
+    read = read_and_write(memory, query, torch.full((G,), 0.5), 2, 1, 0.75, False, 0.0)
+    for layer in range(G):
+        r, new = single_head_reference(memory[layer], query[layer], 0.5, 2, 0.75)
+        assert torch.allclose(read.retrieved[layer], r, atol=1e-6)
+        assert torch.allclose(read.memory[layer], new, atol=1e-6)
+
+
+def test_memory_heads_attend_separately_over_row_blocks() -> None:
+    torch.manual_seed(4)
+    memory = torch.randn(1, 21, 16) * 0.05  # 21 rows: heads of 6, 5, 5, 5 rows (tensor_split)
+    query = torch.randn(1, 21)
+    read = read_and_write(memory, query, torch.full((1,), 0.5), 2, 4, 0.75, False, 0.0)
+    for rows in torch.arange(21).tensor_split(4):
+        r, _ = single_head_reference(memory[0, rows], query[0, rows], 0.5, 2, 0.75)
+        assert torch.allclose(read.retrieved[0, rows], r, atol=1e-6)
+
+
+def test_index_weighted_read_is_the_reference_bug() -> None:
+    torch.manual_seed(5)
+    memory, query = torch.randn(1, 10, 8) * 0.1, torch.randn(1, 10)
+    fixed = read_and_write(memory, query, torch.full((1,), 0.5), 2, 1, 0.75, False, 0.0)
+    bug = read_and_write(memory, query, torch.full((1,), 0.5), 2, 1, 0.75, True, 0.0)
+    idx = (query[0] @ memory[0]).topk(2).indices
+    assert torch.allclose(bug.retrieved[0], memory[0][:, idx] @ idx.float(), atol=1e-6)
+    assert not torch.allclose(fixed.retrieved, bug.retrieved)
+
+
+def test_gated_controller_follows_the_gate_formula() -> None:
+    bank = make_bank(gated_controller=True)
+    feed_gradient(bank, torch.randn(bank.weight.shape), online=False)
+    chunks = bank.e_slow.view(G, bank.n_chunks, bank.chunk_len)
+    h1 = F.silu(chunks @ bank.ctrl_w1 + bank.ctrl_b1)
+    h2 = F.silu(h1 @ bank.ctrl_w2 + bank.ctrl_b2)
+    gate = torch.sigmoid(h1 @ bank.gate_w + bank.gate_b)
+    assert torch.allclose(bank._controller(), gate * h2 + (1 - gate) * h1, atol=1e-6)
+
+
+def test_memory_slots_sets_the_memory_width() -> None:
+    assert make_bank(memory_slots=64).memory.shape == (G, make_bank().calib_len, 64)
+
+
+def test_grad_second_moment_feeds_mean_and_spread() -> None:
+    bank = make_bank(grad_second_moment=True)
+    assert bank.ctrl_w1.shape[1] == 2 * bank.chunk_len
+    g1, g2 = torch.randn(bank.weight.shape), torch.randn(bank.weight.shape)
+    feed_gradient(bank, g1, online=False)
+    feed_gradient(bank, g2, online=False)
+    n1, n2 = (F.normalize(g, dim=2).reshape(G, -1) for g in (g1, g2))
+    expected_square = 0.9 * 0.1 * n1**2 + 0.1 * n2**2
+    assert torch.allclose(bank.e_square, expected_square, atol=1e-7)
+    spread = (bank.e_square - bank.e_slow**2).clamp_min(0).sqrt()
+    assert spread.abs().sum() > 0
+
+
+def test_adaptive_trigger_fires_on_an_unusual_drop_the_fixed_one_ignores() -> None:
+    adaptive, fixed = make_bank(adaptive_trigger=True), make_bank()
+    for bank in (adaptive, fixed):
+        bank.e_fast.fill_(1.0)
+        bank.e_slow.fill_(1.0)
+    torch.manual_seed(6)
+    for _ in range(200):  # cosines around 0.95
+        for bank in (adaptive, fixed):
+            bank._trigger_threshold(0.95 + 0.01 * torch.randn(G))
+    threshold = adaptive._trigger_threshold(torch.zeros(G))
+    assert (threshold > -0.75).all() and (threshold <= 0).all()
+    assert (torch.zeros(G) - 0.01 < threshold).all(), "a cosine of -0.01 falls below the adaptive threshold"
+    assert torch.equal(fixed._trigger_threshold(torch.zeros(G)), torch.full((G,), -0.75))
+
+
+def test_diversity_penalty_lowers_the_slots_mean_squared_cosine() -> None:
+    torch.manual_seed(7)
+    shared = torch.randn(1, 40, 1)
+    memory = 0.05 * (shared + 0.3 * torch.randn(1, 40, 16))  # correlated slots
+    query = torch.randn(1, 40)
+    plain = read_and_write(memory, query, torch.full((1,), 0.5), 2, 1, 0.75, False, 0.0)
+    diverse = read_and_write(memory, query, torch.full((1,), 0.5), 2, 1, 0.75, False, 0.1)
+    assert slot_mean_squared_cosine(diverse.memory) < slot_mean_squared_cosine(plain.memory)
+    assert float(torch.linalg.matrix_norm(diverse.memory)) <= 1 + 1e-6
+
+
+def test_slot_mean_squared_cosine_matches_pairwise_definition() -> None:
+    memory = torch.randn(1, 6, 5)
+    unit = memory[0] / memory[0].norm(dim=0)
+    pairs = [float(unit[:, i] @ unit[:, j]) ** 2 for i in range(5) for j in range(5) if i != j]
+    assert math.isclose(float(slot_mean_squared_cosine(memory)), sum(pairs) / len(pairs), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("in_ch,out_ch", [(8, 40), (40, 40)])
+def test_non_square_layers_calibrate(in_ch: int, out_ch: int) -> None:
+    bank = make_bank(in_ch=in_ch, out_ch=out_ch)
+    fire_trigger(bank)
+    weight, bias, scale = bank.calibrate(memory_active=True)
+    assert weight.shape == (G, out_ch, in_ch, K) and bias.shape == (G, out_ch) and scale.shape == (G, out_ch)

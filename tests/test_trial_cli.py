@@ -1,0 +1,82 @@
+"""`python -m harness.trial`: JSON output, knob listing and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fsnet_models import KNOBS
+from harness.trial import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
+    try:
+        status = main(list(args))
+    except SystemExit as exc:  # argparse
+        status = int(exc.code or 0)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+@pytest.mark.parametrize("preset", ["persistence", "ultra"])
+def test_json_has_the_promised_fields(capsys: pytest.CaptureFixture[str], preset: str) -> None:
+    status, out, _ = run_cli(capsys, "--preset", preset, "--max-steps", "40", "--epochs", "0", "--json",
+                             "--curve-every", "20")
+    assert status == 0
+    result = json.loads(out)
+    for key in ("preset", "knobs", "seed", "dataset", "protocol", "mse", "mae", "rmse", "mape", "smape",
+                "rel_mse_persistence", "steps", "warmup_seconds", "online_seconds", "steps_per_s", "peak_rss_mb"):
+        assert key in result, key
+    assert result["steps"] == 40 and result["preset"] == preset
+    assert all(math.isfinite(result[m]) for m in ("mse", "mae", "rmse", "mape", "smape"))
+    assert [c["step"] for c in result["curve"]] == [20, 40]
+    if preset == "ultra":
+        assert result["knobs"]["memory_heads"] == 4 and "diagnostics" in result
+
+
+def test_set_overrides_a_preset_value(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "--preset", "ultra", "--set", "memory_heads=2", "--set", "diversity_penalty=0",
+                             "--max-steps", "5", "--epochs", "0", "--json")
+    assert status == 0
+    knobs = json.loads(out)["knobs"]
+    assert knobs["memory_heads"] == 2 and knobs["diversity_penalty"] == 0.0 and knobs["memory_slots"] == 64
+
+
+def test_list_knobs_prints_every_knob(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "--list-knobs")
+    assert status == 0
+    names = {line.split()[0] for line in out.splitlines()[1:]}
+    assert names == set(KNOBS)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "memory_head=2"], "unknown knob 'memory_head'"),
+    (["--set", "memory_heads=0"], "memory_heads"),
+    (["--set", "memory_heads"], "knob=value"),
+    (["--preset", "fsnet2"], "unknown preset"),
+    (["--max-steps", "zero"], "--max-steps"),
+    (["--max-steps", "0"], "--max-steps"),
+    (["--data", "/nonexistent/ETTh1.csv"], "ETTh1.csv"),
+    (["--bogus"], "--bogus"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], args: list[str], needle: str) -> None:
+    status, out, err = run_cli(capsys, *args, "--max-steps", "3") if "--max-steps" not in args else run_cli(
+        capsys, *args)
+    assert status == 2
+    assert out == ""
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def test_module_entry_point_runs_as_a_process() -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.trial", "--set", "top_k=0"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error: knob 'top_k'") and proc.stderr.count("\n") == 1
