@@ -6,7 +6,7 @@ one step costs a handful of batched operators instead of G times as many small o
 layer's math is exactly MODELS.md's per-layer formula; layers never interact.
 
 Verbs (called by the model, in this order within a step):
-  calibrate(memory_active) -> (weight_eff [G,out,in,k], bias_eff [G,out], out_scale [G,out])
+  calibrate(memory_active, n_full) -> one ConvParams per layer (calibrated weight, bias, scales)
   ... forward(s) and backward ...
   update_gradient_state(online) after the optimiser step.
 """
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsnet_models.backbone import ConvParams
 from fsnet_models.memory import normalize_memory, read_and_write, slot_mean_squared_cosine
 
 
@@ -58,6 +59,19 @@ class AdaptiveSettings:
         names = {f.name for f in fields(cls)} - {"memory", "index_weighted_read"}
         return cls(memory=memory, index_weighted_read=index_weighted_read,
                    **{n: config[n] for n in names if n in config})
+
+
+def normalize_over_inputs(grad: torch.Tensor) -> torch.Tensor:
+    """F.normalize(grad, dim=2) of a [G, out, in, k] gradient (L2 over `in`, eps 1e-12), computed with
+    the reduction on a contiguous last axis (several times faster on CPU than a reduction over dim 2)."""
+    norm = torch.linalg.vector_norm(grad.transpose(2, 3).contiguous(), dim=3, keepdim=True)
+    return grad / norm.transpose(2, 3).clamp_min(1e-12)
+
+
+def cosine_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Cosine similarity of matching rows of a, b [G, n] -> [G]: a.b / (max(|a|, eps) max(|b|, eps))."""
+    dot = (a * b).sum(1)
+    return dot / (torch.linalg.vector_norm(a, dim=1).clamp_min(eps) * torch.linalg.vector_norm(b, dim=1).clamp_min(eps))
 
 
 def _uniform(shape: tuple[int, ...], bound: float) -> nn.Parameter:
@@ -141,24 +155,38 @@ class AdaptiveConvBank(nn.Module):
             hidden = F.dropout(hidden, s.controller_dropout, training=self.training)
         return hidden
 
-    def calibrate(self, memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This step's calibrated conv: (weight [G,out,in,k], bias [G,out], output scale [G,out]).
+    def calibrate(self, memory_active: bool, n_full: int | None = None) -> list[ConvParams]:
+        """This step's calibrated conv of every layer of the bank, as ConvParams.
 
         Computes the adapter's (w, b, f) from the slow gradient EMA, updates the query EMA, and,
         when `memory_active` and a layer's trigger fired, reads/writes that layer's memory and
-        blends the read into its (w, b, f). Autograd reaches the adapter's parameters only.
+        blends the read into its (w, b, f). The first `n_full` layers (default all) get the
+        materialised weight W * w (computed for them in one batched product); the others are
+        computed at the last position only and get w's centre tap as a vector scale.
+        Autograd reaches the adapter's parameters only.
         """
         s = self.settings
+        n_full = self.count if n_full is None else n_full
         calib = torch.baddbmm(self.head_b, self._controller(), self.head_w)
         w, b, f = calib.split([self.w_per_chunk, self.b_per_chunk, self.b_per_chunk], dim=-1)
         if s.memory:
             w, b, f = self._fast_learning(w, b, f, memory_active)
-        if s.chunk_by == "in":
-            scale = w.unsqueeze(1)  # [G, 1, in, k]: W[:, i, t] * w[i, t]
-        else:
-            scale = w.unsqueeze(2)  # [G, out, 1, k]: W[c, :, t] * w[c, t]
-        bias = self.beta * b.reshape(self.count, self.out_channels)
-        return self.weight * scale, bias, f.reshape(self.count, self.out_channels)
+        bias = (self.beta * b.reshape(self.count, self.out_channels)).unbind(0)
+        scale = f.reshape(self.count, self.out_channels).unbind(0)
+        params = []
+        if n_full:
+            # chunk_by 'in': W[:, i, t] * w[i, t]; chunk_by 'out': W[c, :, t] * w[c, t]
+            tap_scale = w[:n_full].unsqueeze(1 if s.chunk_by == "in" else 2)
+            for j, weight in enumerate((self.weight[:n_full] * tap_scale).unbind(0)):
+                params.append(ConvParams(weight, bias[j], scale[j]))
+        if n_full < self.count:
+            centres = w[n_full:, :, self.kernel // 2].unbind(0)
+            weights = self.weight[n_full:].unbind(0)
+            for j, (weight, centre) in enumerate(zip(weights, centres, strict=True), start=n_full):
+                by_in = s.chunk_by == "in"
+                params.append(ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,
+                                         centre_out_scale=None if by_in else centre))
+        return params
 
     # ------------------------------------------------------------------ fast learning: the memory
     @torch.no_grad()
@@ -232,10 +260,10 @@ class AdaptiveConvBank(nn.Module):
         if grad is None:
             return
         s = self.settings
-        g = F.normalize(grad, dim=2).reshape(self.count, -1)  # L2 over the `in` axis
+        g = normalize_over_inputs(grad).reshape(self.count, -1)
         self.e_fast.mul_(s.f_gamma).add_(g, alpha=1 - s.f_gamma)
         if online and s.memory:
-            cosine = F.cosine_similarity(self.e_fast, self.e_slow, dim=1, eps=1e-6)
+            cosine = cosine_rows(self.e_fast, self.e_slow)
             self.trigger |= cosine < self._trigger_threshold(cosine)
         self.e_slow.mul_(s.gamma).add_(g, alpha=1 - s.gamma)
         if s.grad_second_moment:

@@ -8,19 +8,34 @@ Exact pruning: a block whose dilation is >= the window length reaches only zero 
 its outer taps, so each output position is the centre tap applied to the same position; the
 head reads only the last position, so from the first such block on only the last position is
 computed (weights are sliced, so gradients of the outer taps are exact zeros, as in the full
-network). `prune=False` computes every position, for the equality tests.
+network). `fast=False` computes every position, for the equality tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# One calibrated conv for one forward: weight [out, in, k], bias [out] or None, output scale [out] or None.
-ConvParams = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+@dataclass
+class ConvParams:
+    """One (calibrated) conv for this step's forwards.
+
+    weight [out, in, k]; bias [out] or None; out_scale [out] or None (multiplies bias too).
+    For a layer computed at the last position only, an adaptive layer's per-tap calibration
+    comes as centre_in_scale [in] (chunk_by 'in': W[:, i, t] * w[i, t]) or centre_out_scale
+    [out] (chunk_by 'out': W[c, :, t] * w[c, t]) of the centre tap, applied to the vectors.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    out_scale: torch.Tensor | None = None
+    centre_in_scale: torch.Tensor | None = None
+    centre_out_scale: torch.Tensor | None = None
 
 HIDDEN = 64
 OUTPUT = 320
@@ -48,24 +63,30 @@ def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: 
     `last_only`: x holds only the last position and the dilation reaches past the window, so
     the conv is the centre tap alone (exact). The output scale, if any, multiplies bias too.
     """
-    weight, bias, scale = params
+    weight, bias, centre = params.weight, params.bias, params.weight.shape[-1] // 2
     if last_only:
-        y = F.linear(x[:, :, 0], weight[:, :, weight.shape[-1] // 2], bias).unsqueeze(-1)
+        vec = x[:, :, 0] if params.centre_in_scale is None else x[:, :, 0] * params.centre_in_scale
+        vec = F.linear(vec, weight[:, :, centre])
+        if params.centre_out_scale is not None:
+            vec = vec * params.centre_out_scale
+        y = (vec if bias is None else vec + bias).unsqueeze(-1)
     else:
-        y = F.conv1d(x, weight, bias, padding=dilation * (weight.shape[-1] // 2), dilation=dilation)
-    if scale is not None:
-        y = y * scale[:, None]
+        y = F.conv1d(x, weight, bias, padding=dilation * centre, dilation=dilation)
+    if params.out_scale is not None:
+        y = y * params.out_scale[:, None]
     return y
 
 
 class Encoder(nn.Module):
     """input_fc + 11 residual dilated-conv blocks; returns the last position's representation [B, 320]."""
 
-    def __init__(self, n_in: int, seq_len: int, plain_convs: bool, prune: bool = True) -> None:
+    def __init__(self, n_in: int, seq_len: int, plain_convs: bool, fast: bool = True) -> None:
         super().__init__()
         self.input_fc = nn.Linear(n_in + 7, HIDDEN)
         self.dilations = [2**i for i in range(len(block_channels()))]
-        self.prune_from = next((i for i, d in enumerate(self.dilations) if d >= seq_len), None) if prune else None
+        n_blocks = len(self.dilations)
+        first_wide = next((i for i, d in enumerate(self.dilations) if d >= seq_len), n_blocks)
+        self.prune_from = first_wide if fast else n_blocks
         self.projectors = nn.ModuleDict({
             str(i): nn.Conv1d(c_in, c_out, 1)
             for i, (c_in, c_out) in enumerate(block_channels())
@@ -79,7 +100,11 @@ class Encoder(nn.Module):
     def plain_params(self) -> list[ConvParams]:
         """The plain convs' parameters in ConvParams form (baselines)."""
         assert self.convs is not None
-        return [(c.weight, c.bias, None) for c in self.convs]
+        return [ConvParams(c.weight, c.bias) for c in self.convs]
+
+    def last_only_layers(self) -> int:
+        """Index of the first of the 22 convs computed at the last position only (22: none)."""
+        return 2 * self.prune_from
 
     def forward(self, x: torch.Tensor, convs: Sequence[ConvParams]) -> torch.Tensor:
         """x [B, T, n_in + 7] -> representation [B, 320] of the last time step."""

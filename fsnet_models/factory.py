@@ -56,7 +56,7 @@ def io_sizes(features: str, n_columns: int = ETT_VALUE_COLUMNS) -> tuple[int, in
     return n_columns, 1, [n_columns - 1]
 
 
-def build_from_config(config: dict[str, Any], n_columns: int = ETT_VALUE_COLUMNS, prune: bool = True) -> nn.Module:
+def build_from_config(config: dict[str, Any], n_columns: int = ETT_VALUE_COLUMNS, fast: bool = True) -> nn.Module:
     """The model a resolved config describes, initialised from torch's global RNG (seed it first)."""
     spec = get_preset(config["preset"])
     n_in, n_out, target_index = io_sizes(config["features"], n_columns)
@@ -66,11 +66,11 @@ def build_from_config(config: dict[str, Any], n_columns: int = ETT_VALUE_COLUMNS
     if spec.conv == "adaptive":
         adaptive = AdaptiveSettings.from_config(config, memory=spec.memory,
                                                 index_weighted_read=spec.retrieval == "bug")
-    return ForecastNet(n_in, n_out, config["seq_len"], config["pred_len"], adaptive, prune=prune)
+    return ForecastNet(n_in, n_out, config["seq_len"], config["pred_len"], adaptive, fast=fast)
 
 
-def build_model(preset: str, *, n_columns: int = ETT_VALUE_COLUMNS, prune: bool = True, **knobs: Any) -> nn.Module:
+def build_model(preset: str, *, n_columns: int = ETT_VALUE_COLUMNS, fast: bool = True, **knobs: Any) -> nn.Module:
     """Validate `knobs` for `preset`, seed torch with the `seed` knob, and build the model."""
     config = resolve_config(preset, knobs)
     torch.manual_seed(config["seed"])
-    return build_from_config(config, n_columns, prune)
+    return build_from_config(config, n_columns, fast)

@@ -36,10 +36,16 @@ class AdaptiveLayers(nn.Module):
                 self.location[layer] = (bank, index)
         self.layer_names = [f"block{layer // 2}.conv{layer % 2 + 1}" for layer in range(len(self.location))]
 
-    def calibrate(self, memory_active: bool) -> list[ConvParams]:
-        """Every layer's calibrated (weight, bias, output scale) for this step, in layer order."""
-        per_bank = [[t.unbind(0) for t in bank.calibrate(memory_active)] for bank in self.banks]
-        return [tuple(part[i] for part in per_bank[b]) for b, i in self.location]  # type: ignore[misc]
+    def calibrate(self, memory_active: bool, first_last_only: int) -> list[ConvParams]:
+        """Every layer's calibrated conv for this step, in layer order.
+
+        Layers from index `first_last_only` on are computed at the last position only.
+        """
+        per_bank = []
+        for b, bank in enumerate(self.banks):
+            n_full = sum(1 for layer, (bb, _) in enumerate(self.location) if bb == b and layer < first_last_only)
+            per_bank.append(bank.calibrate(memory_active, n_full))
+        return [per_bank[b][i] for b, i in self.location]
 
     def update_gradient_state(self, online: bool) -> None:
         """Gradient EMAs and triggers of every bank (after the optimiser step)."""
@@ -84,9 +90,9 @@ class ForecastNet(nn.Module):
     """Backbone + linear head; plain convs (baselines) or adaptive convs (FSNet family)."""
 
     def __init__(self, n_in: int, n_out: int, seq_len: int, pred_len: int,
-                 adaptive: AdaptiveSettings | None, prune: bool = True) -> None:
+                 adaptive: AdaptiveSettings | None, fast: bool = True) -> None:
         super().__init__()
-        self.encoder = Encoder(n_in, seq_len, plain_convs=adaptive is None, prune=prune)
+        self.encoder = Encoder(n_in, seq_len, plain_convs=adaptive is None, fast=fast)
         self.head = nn.Linear(OUTPUT, pred_len * n_out)
         self.adaptive = AdaptiveLayers(adaptive) if adaptive is not None else None
         self.online = False
@@ -99,7 +105,7 @@ class ForecastNet(nn.Module):
     def begin_step(self) -> None:
         """Compute this step's calibrated convs once (adaptive models); plain models: nothing."""
         if self.adaptive is not None:
-            self._convs = self.adaptive.calibrate(memory_active=self.online)
+            self._convs = self.adaptive.calibrate(self.online, self.encoder.last_only_layers())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, seq_len, n_in + 7] -> forecast [B, pred_len * n_out] (time-major)."""

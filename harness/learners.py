@@ -82,10 +82,11 @@ class ReplayLearner(OGDLearner):
                 "labels": self.labels, "logits": self.logits}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict() returned."""
+        """Restore what state_dict() returned (buffers are copied, never shared with `state`)."""
         self.seen = state["seen"]
         self.rng.bit_generator.state = state["rng"]
-        self.examples, self.labels, self.logits = state["examples"], state["labels"], state["logits"]
+        self.examples, self.labels, self.logits = (
+            None if state[k] is None else state[k].clone() for k in ("examples", "labels", "logits"))
 
 
 def make_learner(kind: str, config: dict[str, Any]) -> OGDLearner | None:

@@ -49,13 +49,13 @@ class TrialRunner:
     """A trial of `config` (a resolved knob dict) on `data`, stepped by the caller or run to the end."""
 
     def __init__(self, config: dict[str, Any], data: PreparedData, device: str = "cpu",
-                 max_steps: int | None = None, prune: bool = True) -> None:
+                 max_steps: int | None = None, fast: bool = True) -> None:
         self.config = config
         self.data = data
         self.device = torch.device(device)
         self.spec = get_preset(config["preset"])
         torch.manual_seed(config["seed"])
-        self.model = build_from_config(config, n_columns=data.n_in, prune=prune).to(self.device)
+        self.model = build_from_config(config, n_columns=data.n_in, fast=fast).to(self.device)
         self.learner = make_learner(self.spec.learner, config)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = (torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"],

@@ -22,6 +22,12 @@ def make_bank(seed: int = 0, in_ch: int = C, out_ch: int = C, **settings: object
     return bank
 
 
+def calibrated(bank: AdaptiveConvBank, memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The bank's calibrated (weight [G,out,in,k], bias [G,out], output scale [G,out]), all layers full."""
+    params = bank.calibrate(memory_active)
+    return tuple(torch.stack([getattr(p, n) for p in params]) for n in ("weight", "bias", "out_scale"))
+
+
 def feed_gradient(bank: AdaptiveConvBank, grad: torch.Tensor, online: bool) -> None:
     """Pretend an optimiser step produced `grad` [G, out, in, k] for the conv weights."""
     bank.weight.grad = grad.clone()
@@ -63,13 +69,13 @@ def test_calibration_changes_only_on_trigger_and_memory_read_resets_it() -> None
     bank = make_bank()
     fire_trigger(bank)
     memory_before = bank.memory.clone()
-    w_fired, b_fired, f_fired = bank.calibrate(memory_active=True)
+    w_fired, b_fired, f_fired = calibrated(bank, True)
     assert not bank.trigger.any(), "a read consumes the trigger"
     assert not torch.equal(bank.memory, memory_before), "a read writes the memory"
     # same state without the read: the calibration differs (the blend happened)
     twin = make_bank()
     fire_trigger(twin)
-    w_raw, _, _ = twin.calibrate(memory_active=False)
+    w_raw, _, _ = calibrated(twin, False)
     assert not torch.allclose(w_fired, w_raw)
     assert twin.trigger.all(), "memory inactive: trigger stays armed"
 
@@ -77,7 +83,7 @@ def test_calibration_changes_only_on_trigger_and_memory_read_resets_it() -> None
 def test_no_graph_survives_a_step() -> None:
     bank = make_bank()
     fire_trigger(bank)
-    weight, bias, scale = bank.calibrate(memory_active=True)
+    weight, bias, scale = calibrated(bank, True)
     (weight.sum() + bias.sum() + scale.sum()).backward()
     for name in ("memory", "q_ema", "e_fast", "e_slow"):
         tensor = getattr(bank, name)
@@ -87,18 +93,18 @@ def test_no_graph_survives_a_step() -> None:
 def test_chunk_by_out_aligns_chunks_with_output_channels() -> None:
     bank = make_bank(chunk_by="out")
     assert bank.n_chunks == C and bank.chunk_len == C * K
-    base_weight, _, _ = bank.calibrate(memory_active=False)
+    base_weight, _, _ = calibrated(bank, False)
     grad = torch.zeros(bank.weight.shape)
     grad[:, 3] = torch.randn(G, C, K)  # only output channel 3 has a gradient
     feed_gradient(bank, grad, online=False)
-    weight, _, _ = bank.calibrate(memory_active=False)
+    weight, _, _ = calibrated(bank, False)
     changed = (weight != base_weight).flatten(2).any(-1)  # [G, out]
     assert changed[:, 3].all() and not changed[:, [0, 1, 2, 4, 5, 6, 7]].any()
 
 
 def test_chunk_by_in_scales_input_channels_per_reference() -> None:
     bank = make_bank()
-    weight, _, _ = bank.calibrate(memory_active=False)
+    weight, _, _ = calibrated(bank, False)
     ratio = weight / bank.weight  # w[i, t], the same for every output channel
     assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), atol=1e-5)
 
@@ -109,8 +115,8 @@ def test_adaptive_tau_starts_equal_to_fixed_tau_and_is_trained() -> None:
     assert torch.allclose(bank._blend_tau(), torch.full((G,), 0.75))
     fixed = make_bank()
     fire_trigger(fixed)
-    adaptive_out = bank.calibrate(memory_active=True)
-    fixed_out = fixed.calibrate(memory_active=True)
+    adaptive_out = calibrated(bank, True)
+    fixed_out = calibrated(fixed, True)
     for a, f in zip(adaptive_out, fixed_out, strict=True):
         assert torch.allclose(a, f, atol=1e-6)
     adaptive_out[0].sum().backward()
@@ -122,7 +128,7 @@ def test_top_k_sets_the_number_of_written_slots() -> None:
         bank = make_bank(top_k=k)
         fire_trigger(bank)
         before = bank.memory.clone()
-        bank.calibrate(memory_active=True)
+        calibrated(bank, True)
         # renormalisation rescales all slots uniformly; count slots changed beyond that scale
         scale = torch.linalg.matrix_norm(before).clamp_min(1)  # before is already normalised
         changed = ~torch.isclose(bank.memory * scale[:, None, None], before, atol=1e-7).all(1)
@@ -145,9 +151,9 @@ def test_controller_dropout_acts_in_training_only() -> None:
     plain = make_bank()
     feed_gradient(bank, torch.randn(bank.weight.shape), online=False)
     plain.e_slow.copy_(bank.e_slow)
-    assert torch.equal(bank.calibrate(False)[0], plain.calibrate(False)[0]), "eval mode: no dropout"
+    assert torch.equal(calibrated(bank, False)[0], calibrated(plain, False)[0]), "eval mode: no dropout"
     bank.train()
-    assert not torch.equal(bank.calibrate(False)[0], plain.calibrate(False)[0])
+    assert not torch.equal(calibrated(bank, False)[0], calibrated(plain, False)[0])
 
 
 def single_head_reference(memory: torch.Tensor, query: torch.Tensor, t: float, k: int, tau: float):
@@ -256,5 +262,5 @@ def test_slot_mean_squared_cosine_matches_pairwise_definition() -> None:
 def test_non_square_layers_calibrate(in_ch: int, out_ch: int) -> None:
     bank = make_bank(in_ch=in_ch, out_ch=out_ch)
     fire_trigger(bank)
-    weight, bias, scale = bank.calibrate(memory_active=True)
+    weight, bias, scale = calibrated(bank, True)
     assert weight.shape == (G, out_ch, in_ch, K) and bias.shape == (G, out_ch) and scale.shape == (G, out_ch)

@@ -13,8 +13,8 @@ INNOVATION_KNOBS = [k for i in INNOVATIONS.values() for k in i.knobs]
 
 @pytest.mark.parametrize("preset", ["ogd", "fsnet", "ultra"])
 def test_pruned_network_equals_full_network_with_gradients(preset: str) -> None:
-    full = build_model(preset, prune=False)
-    pruned = build_model(preset, prune=True)
+    full = build_model(preset, fast=False)
+    pruned = build_model(preset, fast=True)
     x = torch.randn(4, 48, 8)
     outs = []
     for model in (full, pruned):

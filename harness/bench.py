@@ -1,0 +1,135 @@
+"""Benchmark of the online step: `python -m harness.bench [--presets ...] [--steps N] [--full] [--json]`.
+
+For each preset, in this one process and one after the other: warm-up training (untimed),
+50 untimed online steps, then the same stretch of the online stream (default 1000 steps) timed;
+prints ms per online step, steps per second, the process's RSS and peak RSS, and each preset's
+step time relative to `ogd` measured in the same run. `--full` times whole trials instead
+(warm-up included, every online step). A benchmark, not a test: the figures move by 10-20%
+from run to run on shared machines; compare ratios measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from data import DataError, prepare_data
+from fsnet_models import KnobError, resolve_config
+from fsnet_models.presets import PRESETS
+from harness.runner import TrialRunner, peak_rss_mb, rss_mb
+from harness.trial import OneLineParser, pick_device
+
+DEFAULT_PRESETS = ("ogd", "er", "derpp", "nomem", "fsnet_bug", "fsnet", "advanced", "ultra")
+UNTIMED_STEPS = 50
+
+
+def bench_preset(preset: str, steps: int, full: bool, epochs: int | None, device: str, seed: int) -> dict[str, Any]:
+    """Time one preset; returns its figures (ms_per_step, steps_per_s, memory, trial seconds when full)."""
+    overrides: dict[str, Any] = {"seed": seed}
+    if epochs is not None and preset != "persistence":
+        overrides["epochs"] = epochs
+    config = resolve_config(preset, overrides)
+    data = prepare_data(config["dataset"], config["features"], config["target"], config["seq_len"], config["pred_len"])
+    started = time.perf_counter()
+    runner = TrialRunner(config, data, device=device, max_steps=None if full else UNTIMED_STEPS + steps)
+    runner.run_warmup()
+    if full:
+        runner.run_online()
+        timed_steps, online = runner.step, runner.online_seconds
+    else:
+        runner.run_online(UNTIMED_STEPS)
+        before = runner.online_seconds
+        runner.run_online(steps)
+        timed_steps, online = steps, runner.online_seconds - before
+    result = {
+        "preset": preset,
+        "steps": timed_steps,
+        "ms_per_step": 1000 * online / timed_steps,
+        "steps_per_s": timed_steps / online,
+        "rss_mb": rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
+        "warmup_seconds": runner.warmup_seconds,
+    }
+    if full:
+        result.update(trial_seconds=time.perf_counter() - started, mse=runner.metrics()["mse"],
+                      rss_mb_at_10pct=runner.rss_at_10pct)
+    return result
+
+
+def environment(device: str) -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> str:
+    """The figures as a text table."""
+    head = f"torch {env['torch']}, {env['threads']} thread(s), device {env['device']}"
+    cols = ["preset", "ms/step", "steps/s", "x ogd", "RSS MiB", "peak RSS MiB"] + (
+        ["trial s", "RSS@10% MiB", "mse"] if full else [])
+    lines = [head, "  ".join(f"{c:>12s}" for c in cols)]
+    for r in rows:
+        ratio = "n/a" if r["ratio_to_ogd"] is None else f"{r['ratio_to_ogd']:.2f}"
+        cells = [r["preset"], f"{r['ms_per_step']:.2f}", f"{r['steps_per_s']:.1f}", ratio, f"{r['rss_mb']:.0f}",
+                 f"{r['peak_rss_mb']:.0f}"]
+        if full:
+            cells += [f"{r['trial_seconds']:.1f}", f"{r['rss_mb_at_10pct']:.0f}", f"{r['mse']:.4f}"]
+        lines.append("  ".join(f"{c:>12s}" for c in cells))
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line."""
+    p = OneLineParser(prog="python -m harness.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="presets to time (ogd is always added)")
+    p.add_argument("--steps", type=int, default=1000, help="timed online steps per preset (default 1000)")
+    p.add_argument("--full", action="store_true", help="time whole trials: warm-up and the whole stream")
+    p.add_argument("--epochs", type=int, default=None, help="warm-up epochs (default: 1, or 2 with --full)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: one trial per core)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON list, an object per preset")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        unknown = [p for p in args.presets if p not in PRESETS]
+        if unknown:
+            raise KnobError(f"unknown preset '{unknown[0]}'; known presets: {', '.join(PRESETS)}")
+        if args.steps < 1 or args.threads < 1:
+            raise KnobError("--steps and --threads must be >= 1")
+        presets = ["ogd"] + [p for p in args.presets if p != "ogd"]
+        torch.set_num_threads(args.threads)
+        device = pick_device(args.device)
+        epochs = args.epochs if args.epochs is not None else (None if args.full else 1)
+        rows = []
+        for preset in presets:
+            rows.append(bench_preset(preset, args.steps, args.full, epochs, device, args.seed))
+            if not args.json:
+                print(f"{preset}: {rows[-1]['ms_per_step']:.2f} ms/step", file=sys.stderr, flush=True)
+    except (KnobError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    base = rows[0]["ms_per_step"]
+    for r in rows:
+        r["ratio_to_ogd"] = r["ms_per_step"] / base
+    env = environment(device)
+    if args.json:
+        print(json.dumps([{**r, **env} for r in rows]))
+    else:
+        print(format_rows(rows, env, args.full))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

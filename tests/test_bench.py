@@ -1,0 +1,28 @@
+"""`python -m harness.bench`: the JSON figures exist and are consistent (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.bench import main
+
+
+def test_bench_json_has_a_row_per_preset_with_ratio(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--presets", "fsnet", "--steps", "5", "--epochs", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["preset"] for r in rows] == ["ogd", "fsnet"]
+    for r in rows:
+        for key in ("ms_per_step", "steps_per_s", "peak_rss_mb", "ratio_to_ogd", "torch", "threads", "device"):
+            assert key in r, key
+        assert r["steps"] == 5 and r["ms_per_step"] > 0
+        assert r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
+    assert rows[0]["ratio_to_ogd"] == 1.0
+    assert rows[1]["ratio_to_ogd"] == pytest.approx(rows[1]["ms_per_step"] / rows[0]["ms_per_step"])
+
+
+def test_bench_refuses_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--presets", "fsnet9", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "fsnet9" in err
