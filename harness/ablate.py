@@ -3,7 +3,10 @@
 Plans every trial of a design over a search space (see harness.designs and search_spaces), checks
 every config and the data before Ray starts, writes <results>/<experiment>/experiment.json, runs
 the trials on Ray Tune (fault tolerant: checkpoints, retries, --resume), writes trials.parquet and
-curves.parquet as each trial finishes, and ends with a ranking table. Bad input exits with status 2
+curves.parquet as each trial finishes, and ends with a ranking table and the analysis
+(harness.analysis). With --wandb offline|online (default: online when W&B credentials are configured,
+else offline) every trial is a W&B run and the analysis one more (harness.wandb_logging);
+--emit-sweep writes a W&B sweep configuration instead (harness.sweeps). Bad input exits with status 2
 and one line on stderr, before anything is written.
 """
 
@@ -41,6 +44,8 @@ _DEFAULTS = {"design": "loo", "unit": "innovation", "seeds": 3, "samples": 20, "
              "report_every": 500, "checkpoint_every": 2000, "max_failures": 3, "limit": None, "max_steps": None}
 PRESETS_DESIGN = "presets"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
+# URI schemes pyarrow.fs.FileSystem.from_uri resolves (what Ray Tune's storage_path goes through).
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=None, help="online steps between checkpoints "
                    "(default 2000)")
     p.add_argument("--max-failures", type=int, default=None, help="retries of a failed trial (default 3)")
-    p.add_argument("--wandb", default="off", choices=("off", "offline", "online"), help="Weights & Biases logging")
+    p.add_argument("--wandb", default=None, choices=("off", "offline", "online"),
+                   help="Weights & Biases: a run per trial plus an analysis run (default online when W&B "
+                   "credentials are configured, else offline)")
+    p.add_argument("--wandb-project", default=None, help="W&B project (default $WANDB_PROJECT, else fsnet-harness)")
+    p.add_argument("--emit-sweep", default=None, metavar="PATH",
+                   help="write a W&B sweep configuration of this space and design to PATH and exit")
     p.add_argument("--storage", default=None, help="Ray storage_path, path or URI (default <results>/ray)")
     p.add_argument("--limit", type=int, default=None, help="run only the first N planned trials (smoke runs)")
     p.add_argument("--dry-run", action="store_true", help="print the planned trials and exit")
@@ -88,6 +98,18 @@ def _check_numbers(s: dict[str, Any]) -> None:
         raise KnobError(f"--cpus-per-trial must be > 0, got {cpus}")
     if not (math.isfinite(gpus) and gpus >= 0):
         raise KnobError(f"--gpus-per-trial must be >= 0, got {gpus}")
+
+
+def check_storage(storage: str) -> None:
+    """--storage is a local path or a URI Ray Tune and pyarrow understand (KnobError otherwise; no network)."""
+    if "://" not in storage:
+        return
+    scheme, _, rest = storage.partition("://")
+    if scheme.lower() not in STORAGE_SCHEMES:
+        raise KnobError(f"--storage {storage!r}: unsupported URI scheme '{scheme}'; use a path or one of "
+                        f"{', '.join(f'{x}://' for x in STORAGE_SCHEMES)}")
+    if not rest.strip("/"):
+        raise KnobError(f"--storage {storage!r}: the URI names no bucket or path")
 
 
 def cuda_devices() -> int:
@@ -127,6 +149,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "innovations": list(space.innovations), "plain_presets": list(space.presets),
     }
     _check_numbers({**s, "samples": values["samples"]})
+    check_storage(s["storage"])
     sets = parse_sets(values["sets"])
     soft = {} if values["epochs"] is None else {"epochs": parse_knob_value("epochs", str(values["epochs"]))}
     s["sets"] = sets
@@ -213,6 +236,14 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
+    if args.emit_sweep:
+        from harness.sweeps import emit_sweep
+
+        return emit_sweep(args)
+    if args.wandb is None:
+        from harness.wandb_logging import default_mode
+
+        args.wandb = default_mode()
     try:
         settings, folder = prepare(args)
     except (KnobError, DataError, ValueError) as exc:
@@ -227,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BrokenPipeError:  # e.g. piped into `head`
             sys.stderr.close()
         return 0
+    from harness.wandb_logging import resolve_project
+
+    settings["wandb_project"] = resolve_project(args.wandb_project)
     if not args.resume:
         settings["git_commit"] = git_commit()
         settings["package_versions"] = package_versions()

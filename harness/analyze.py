@@ -36,6 +36,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the bootstrap generator (default 0)")
     p.add_argument("--ci", choices=CI_METHODS, default="expanded",
                    help="interval method: expanded (default; corrects few-seed under-coverage) or percentile")
+    p.add_argument("--wandb", choices=("off", "offline", "online"), default="off",
+                   help="also log an analysis run to W&B (group = experiment); online also saves a W&B Report")
+    p.add_argument("--wandb-project", default=None, help="W&B project (default $WANDB_PROJECT, else fsnet-harness)")
     return p
 
 
@@ -58,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for path in result.written:
         print(path)
+    if args.wandb != "off":
+        from harness.wandb_logging import resolve_project
+        from harness.wandb_logging.analysis import publish_analysis
+
+        publish_analysis(result, args.wandb, resolve_project(args.wandb_project))
     return 0
 
 

@@ -26,9 +26,13 @@ def _fit(settings: dict[str, Any], folder: Path, resume: bool, address: str | No
     store = ResultsStore(folder)
     experiment = {k: settings[k] for k in ("name", "space", "design", "unit", "plain")}
     callbacks = [ResultsCallback(folder, experiment, settings["n_trials"])]
-    # W&B: `--wandb offline|online` is accepted and recorded in experiment.json; its logger callback
-    # (ray.air.integrations.wandb.WandbLoggerCallback or our own) is appended to `callbacks` here.
+    # W&B: `--wandb offline|online` adds a WandbLoggerCallback (one run per trial, under <folder>/wandb);
     # `--wandb off` adds nothing.
+    from harness.wandb_logging.callback import make_trial_callback
+
+    wandb_callback = make_trial_callback(settings, folder)
+    if wandb_callback is not None:
+        callbacks.append(wandb_callback)
     resources = settings["resources"]
     init_ray(address, cuda_devices())
     try:
@@ -69,6 +73,12 @@ def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
     print(f"         {ray_experiment_path(settings['storage'], settings['name'])} (Ray state, checkpoints)")
     finished = int((frame["status"] == "TERMINATED").sum()) if len(frame) else 0
     failed = int((frame["status"] == "ERROR").sum()) if len(frame) else 0
+    if finished and finished + failed >= total:  # the analysis, then (unless --wandb off) its W&B run
+        from harness.wandb_logging import resolve_project
+        from harness.wandb_logging.analysis import finish_experiment
+
+        print()
+        finish_experiment(folder, settings.get("wandb") or "off", resolve_project(settings.get("wandb_project")))
     if finished + failed < total:
         print(f"incomplete: {finished + failed} of {total} trials recorded; resume with: "
               f"{_resume_hint(settings, folder)}", file=sys.stderr)

@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import torch
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
     p.add_argument("--list-knobs", action="store_true", help="print the knob registry and exit")
     p.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    w = p.add_argument_group("W&B sweep agent (see harness.sweeps; also on when WANDB_SWEEP_ID is set)")
+    w.add_argument("--wandb-agent", action="store_true",
+                   help="take knobs from wandb.config and --<knob>=VALUE / --variant=NAME; log to the run")
+    w.add_argument("--space", default=None, help="agent: the search space the sweep's variants come from")
+    w.add_argument("--design", default=None, help="agent: the design (loo, oat, factorial, presets, optuna)")
+    w.add_argument("--unit", default="innovation", help="agent: what the design switches (innovation or knob)")
+    w.add_argument("--wandb-project", default=None, help="agent: W&B project (default $WANDB_PROJECT, "
+                   "fsnet-harness; a sweep's own project wins)")
     return p
 
 
@@ -103,13 +111,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the trial the parsed arguments describe and return its result dict."""
+def run(args: argparse.Namespace, config: dict[str, Any] | None = None,
+        on_chunk: Callable[[dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Run the trial the parsed arguments describe and return its result dict.
+
+    `config` replaces the knob config of the flags (the W&B agent resolves its own); `on_chunk` gets the
+    running metrics (step, cum_mse, cum_mae) after every chunk of online steps.
+    """
     if args.max_steps is not None and args.max_steps < 1:
         raise KnobError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.threads is not None:
         torch.set_num_threads(max(1, args.threads))
-    config = config_from_args(args)
+    config = config if config is not None else config_from_args(args)
     device = pick_device(args.device)
     data = load_data(config, args.data)
     runner = TrialRunner(config, data, device=device, max_steps=args.max_steps)
@@ -132,6 +145,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bar.set_postfix(cum_mse=f"{runner.running_metrics()['cum_mse']:.4f}")
         if args.checkpoint:
             runner.save(args.checkpoint)
+        if on_chunk is not None:
+            on_chunk(runner.running_metrics())
     if bar is not None:
         bar.close()
     result = runner.result()
@@ -159,6 +174,14 @@ def summary(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from harness.sweeps import agent_mode
+
+    if agent_mode(argv):
+        from harness.sweeps import run_agent, split_agent_args
+
+        argv, params = split_agent_args(argv)
+        return run_agent(build_parser().parse_args(argv), params)
     args = build_parser().parse_args(argv)
     if args.list_knobs:
         print(format_knob_table())
