@@ -5,10 +5,12 @@ On start it restores the runner from `tune.get_checkpoint()` when one exists, ru
 metrics, attaching a checkpoint (runner.save into a temp dir, plus meta.json) every
 `checkpoint_every` steps. The last report carries the flattened final result and the curve.
 
-Two environment hooks exist for tests and debugging:
-FSNET_TRIAL_EVENTS=<file> appends one JSON line per trial start/skip/end (pid, step, attempt);
+Three environment hooks exist for tests and debugging:
+FSNET_TRIAL_EVENTS=<file> appends one JSON line per trial start/skip/checkpoint/end (pid, step, attempt;
+start and end also name the Ray node id and the GPU ids Ray assigned);
 FSNET_TEST_CRASH_ONCE=<marker file>:<step> kills the worker process (os._exit) right after the
-first checkpoint at or past <step> of whichever trial first creates the marker file.
+first checkpoint at or past <step> of whichever trial first creates the marker file;
+FSNET_TEST_REPORT_DELAY=<seconds> sleeps that long after each periodic report (slow trials that use no CPU).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -78,6 +81,29 @@ def log_event(event: str, **fields: Any) -> None:
         line = json.dumps({"event": event, "pid": os.getpid(), "time": utc_now(), **fields}) + "\n"
         with open(target, "a", encoding="utf-8") as handle:
             handle.write(line)
+
+
+def pick_device() -> str:
+    """`cuda` when Ray assigned this trial a GPU, else `cpu`.
+
+    Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU(s) (a fractional --gpus-per-trial shares one),
+    so `cuda` (cuda:0) inside the trial is the GPU Ray assigned. A trial given no GPU never touches
+    CUDA, even on a GPU node.
+    """
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def placement() -> dict[str, Any]:
+    """Where this trial runs: Ray node id, host name and the GPU ids Ray assigned (for the events log)."""
+    return {"node_id": ray.get_runtime_context().get_node_id(), "host": socket.gethostname(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()]}
+
+
+def maybe_delay() -> None:
+    """Test hook: sleep $FSNET_TEST_REPORT_DELAY seconds when it is set."""
+    delay = os.environ.get("FSNET_TEST_REPORT_DELAY")
+    if delay:
+        time.sleep(float(delay))
 
 
 def maybe_crash(step: int) -> None:
@@ -193,14 +219,14 @@ def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | No
     knobs = spec.knobs()
     data = cached_data(knobs["dataset"], knobs["features"], knobs["target"], knobs["seq_len"], knobs["pred_len"],
                        run.get("data_path"))
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    device = pick_device()
     runner = TrialRunner(knobs, data, device=device, max_steps=run.get("max_steps"))
     meta: dict[str, Any] = {"started_at": utc_now(), "seconds": 0.0, "attempt": 1}
     if not _restore(runner, meta):
         runner = TrialRunner(knobs, data, device=device, max_steps=run.get("max_steps"))
     session = _Session(runner, meta, run)
     log_event("start", trial_id=trial_id, variant=spec.variant, seed=spec.seed, step=runner.step,
-              attempt=meta["attempt"])
+              attempt=meta["attempt"], device=device, **placement())
     if not runner.warmed_up:
         runner.run_warmup()
         session.report(session.running(), checkpoint=True)
@@ -211,11 +237,14 @@ def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | No
         checkpoint = session.due()
         session.report(session.running(), checkpoint=checkpoint)
         if checkpoint:
+            log_event("checkpoint", trial_id=trial_id, step=runner.step, attempt=meta["attempt"])
             maybe_crash(runner.step)
+        maybe_delay()
     final = {**runner.running_metrics(), **flatten_result(runner.result()), "trial_seconds": session.seconds(),
              "started_at": meta["started_at"], "ended_at": utc_now(), "node_ip": ray.util.get_node_ip_address(),
              "curve_json": json.dumps(runner.curve(run["report_every"])), "final": True,
-             "start_step": session.start_step, "attempt": meta["attempt"]}
+             "start_step": session.start_step, "attempt": meta["attempt"],
+             "gpu_ids": ",".join(placement()["gpu_ids"])}  # in Ray's result.json; trials.parquet has `device`
     log_event("end", trial_id=trial_id, variant=spec.variant, seed=spec.seed, step=runner.step,
-              attempt=meta["attempt"])
+              attempt=meta["attempt"], device=device, **placement())
     session.report(final, checkpoint=True)

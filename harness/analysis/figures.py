@@ -171,6 +171,8 @@ def cumulative_mse(curves: pd.DataFrame, ranking: pd.DataFrame, baseline: str | 
         sub = curves[curves["variant"] == v].groupby("step")["cum_mse"].agg(["mean", "count"]).sort_index()
         n = int(curves.loc[curves["variant"] == v, "seed"].nunique()) if "seed" in curves else 1
         style = dict(color="black", lw=2.0, ls="--") if v == baseline else dict(color=cmap(j % 20), lw=1.4)
+        if len(sub) < 12:  # few report points (short runs): a line alone would hide a single point
+            style["marker"] = "o"
         ax.plot(sub.index, sub["mean"], label=f"{v} (n={n})", **style)
     ax.set_xlabel("online step (test-stream samples)")
     ax.set_ylabel("cumulative MSE (scaled), mean over seeds")
