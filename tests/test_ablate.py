@@ -50,6 +50,7 @@ TINY = ["--seeds", "1", "--max-steps", "60", "--epochs", "0", "--report-every", 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("FSNET_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    env["WANDB_MODE"] = "disabled"  # W&B has its own tests (tests/test_wandb.py); keep these runs lean
     env.update(extra)
     return env
 
