@@ -22,6 +22,7 @@ import torch
 
 from data import PreparedData, SplitWindows
 from fsnet_models import build_from_config
+from fsnet_models.factory import io_sizes
 from fsnet_models.presets import preset as get_preset
 from harness.learners import make_learner
 from harness.metrics import cumulative_curve, stream_metrics
@@ -123,9 +124,7 @@ class TrialRunner:
 
     def persistence_mse(self) -> float:
         """MSE of the last-value forecast over the same steps (scaled data)."""
-        n_in = self.data.n_in
-        index = [0] if self.config["features"] == "S" else (
-            list(range(n_in)) if self.config["features"] == "M" else [n_in - 1])
+        _, _, index = io_sizes(self.config["features"], self.data.n_in)
         last = self.stream.x[:self.step, -1, index].repeat(1, self.config["pred_len"])
         return float((last.double() - self.stream.y[:self.step].double()).square().mean())
 
