@@ -7,8 +7,10 @@ Linear(320 -> pred_len * n_out).
 Exact pruning: a block whose dilation is >= the window length reaches only zero padding with
 its outer taps, so each output position is the centre tap applied to the same position; the
 head reads only the last position, so from the first such block on only the last position is
-computed (weights are sliced, so gradients of the outer taps are exact zeros, as in the full
-network). `fast=False` computes every position, for the equality tests.
+computed, as the centre-tap vector (zeros on the outer taps) times the whole weight viewed as a
+contiguous [out, in * k] matrix, so the outer taps' gradients are exact zeros, as in the full
+network. The fast path also calls oneDNN's convolution directly (fsnet_models.kernels).
+`fast=False` is the straightforward network (F.conv1d, every position), for the equality tests.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fsnet_models.kernels import conv1d
 
 
 @dataclass
@@ -57,7 +61,8 @@ def conv_shapes() -> list[tuple[int, int]]:
     return shapes
 
 
-def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: bool) -> torch.Tensor:
+def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: bool,
+                 fast: bool = True) -> torch.Tensor:
     """Same-padded dilated conv1d of x [B, in, T] -> [B, out, T] (T = 1 in `last_only` mode).
 
     `last_only`: x holds only the last position and the dilation reaches past the window, so
@@ -66,12 +71,18 @@ def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: 
     weight, bias, centre = params.weight, params.bias, params.weight.shape[-1] // 2
     if last_only:
         vec = x[:, :, 0] if params.centre_in_scale is None else x[:, :, 0] * params.centre_in_scale
-        vec = F.linear(vec, weight[:, :, centre])
+        # the vector placed on the centre tap, zeros on the others, times the whole weight as a
+        # contiguous [out, in * k] matrix: no strided copy of the centre slice in the forward and
+        # no zero-filled slice gradient in the backward (the outer taps' gradients are 0 * g)
+        on_taps = F.pad(vec.unsqueeze(-1), (centre, weight.shape[-1] - 1 - centre)).flatten(1)
+        vec = F.linear(on_taps, weight.reshape(weight.shape[0], -1))
         if params.centre_out_scale is not None:
             vec = vec * params.centre_out_scale
         y = (vec if bias is None else vec + bias).unsqueeze(-1)
     else:
-        y = F.conv1d(x, weight, bias, padding=dilation * centre, dilation=dilation)
+        padding = dilation * centre
+        y = (conv1d(x, weight, bias, padding, dilation) if fast
+             else F.conv1d(x, weight, bias, padding=padding, dilation=dilation))
     if params.out_scale is not None:
         y = y * params.out_scale[:, None]
     return y
@@ -86,6 +97,7 @@ class Encoder(nn.Module):
         self.dilations = [2**i for i in range(len(block_channels()))]
         n_blocks = len(self.dilations)
         first_wide = next((i for i, d in enumerate(self.dilations) if d >= seq_len), n_blocks)
+        self.fast = fast
         self.prune_from = first_wide if fast else n_blocks
         self.projectors = nn.ModuleDict({
             str(i): nn.Conv1d(c_in, c_out, 1)
@@ -115,7 +127,7 @@ class Encoder(nn.Module):
                 h, last_only = h[:, :, -1:], True
             proj = self.projectors[str(i)] if str(i) in self.projectors else None
             residual = h if proj is None else proj(h)
-            h = dilated_conv(F.gelu(h), convs[2 * i], dilation, last_only)
-            h = dilated_conv(F.gelu(h), convs[2 * i + 1], dilation, last_only)
+            h = dilated_conv(F.gelu(h), convs[2 * i], dilation, last_only, self.fast)
+            h = dilated_conv(F.gelu(h), convs[2 * i + 1], dilation, last_only, self.fast)
             h = h + residual
         return self.repr_dropout(h[:, :, -1])

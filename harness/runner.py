@@ -23,7 +23,9 @@ import torch
 from data import PreparedData, SplitWindows
 from fsnet_models import build_from_config
 from fsnet_models.factory import io_sizes
+from fsnet_models.kernels import native_eltwise
 from fsnet_models.presets import preset as get_preset
+from harness.allocator import keep_freed_memory
 from harness.learners import make_learner
 from harness.metrics import cumulative_curve, stream_metrics
 from harness.protocol import online_step, warm_up
@@ -51,6 +53,7 @@ class TrialRunner:
 
     def __init__(self, config: dict[str, Any], data: PreparedData, device: str = "cpu",
                  max_steps: int | None = None, fast: bool = True) -> None:
+        keep_freed_memory()
         self.config = config
         self.data = data
         self.device = torch.device(device)
@@ -81,9 +84,10 @@ class TrialRunner:
             return
         started = time.perf_counter()
         assert self.optimizer is not None
-        report = warm_up(self.model, self.optimizer, self.train, self.val, self.config["epochs"],
-                         self.config["batch_size"], self.config["patience"], self.config["lr"],
-                         self.generator, progress)
+        with native_eltwise():
+            report = warm_up(self.model, self.optimizer, self.train, self.val, self.config["epochs"],
+                             self.config["batch_size"], self.config["patience"], self.config["lr"],
+                             self.generator, progress)
         self.warmup_report = {"epochs_run": report.epochs_run, "val_mse": report.val_mse,
                               "best_epoch": report.best_epoch}
         self.warmup_seconds += time.perf_counter() - started
@@ -98,14 +102,15 @@ class TrialRunner:
         stop = self.n_steps if steps is None else min(self.n_steps, self.step + steps)
         delay = self.config["feedback_delay"]
         started = time.perf_counter()
-        for t in range(self.step, stop):
-            pred = online_step(self.model, self.optimizer, self.learner, self.stream, t, delay)
-            err = pred.double() - self.stream.y[t].double()
-            self.preds[t] = pred
-            self.step_sq_err[t] = err.square().mean()
-            self.step_abs_err[t] = err.abs().mean()
-            if self.rss_at_10pct is None and t + 1 >= max(1, self.n_steps // 10):
-                self.rss_at_10pct = rss_mb()
+        with native_eltwise():
+            for t in range(self.step, stop):
+                pred = online_step(self.model, self.optimizer, self.learner, self.stream, t, delay)
+                err = pred.double() - self.stream.y[t].double()
+                self.preds[t] = pred
+                self.step_sq_err[t] = err.square().mean()
+                self.step_abs_err[t] = err.abs().mean()
+                if self.rss_at_10pct is None and t + 1 >= max(1, self.n_steps // 10):
+                    self.rss_at_10pct = rss_mb()
         self.step = stop
         self.online_seconds += time.perf_counter() - started
         return self.step
