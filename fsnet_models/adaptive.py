@@ -81,7 +81,7 @@ def layers_of(stacked: torch.Tensor) -> list[torch.Tensor]:
 
 def cosine_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Cosine similarity of matching rows of a, b [G, n] -> [G]: a.b / (max(|a|, eps) max(|b|, eps))."""
-    dot = (a * b).sum(1)
+    dot = torch.linalg.vecdot(a, b)
     return dot / (torch.linalg.vector_norm(a, dim=1).clamp_min(eps) * torch.linalg.vector_norm(b, dim=1).clamp_min(eps))
 
 
@@ -273,13 +273,14 @@ class AdaptiveConvBank(nn.Module):
             return
         s = self.settings
         g = normalize_over_inputs(grad).reshape(self.count, -1)
-        self.e_fast.mul_(s.f_gamma).add_(g, alpha=1 - s.f_gamma)
+        # EMAs as lerp: e + (1 - gamma) (g - e) = gamma e + (1 - gamma) g in one pass over the state
+        self.e_fast.lerp_(g, 1 - s.f_gamma)
         if online and s.memory:
             cosine = cosine_rows(self.e_fast, self.e_slow)
             self.trigger |= cosine < self._trigger_threshold(cosine)
-        self.e_slow.mul_(s.gamma).add_(g, alpha=1 - s.gamma)
+        self.e_slow.lerp_(g, 1 - s.gamma)
         if s.grad_second_moment:
-            self.e_square.mul_(s.gamma).add_(g * g, alpha=1 - s.gamma)
+            self.e_square.mul_(s.gamma).addcmul_(g, g, value=1 - s.gamma)
 
     def _trigger_threshold(self, cosine: torch.Tensor) -> torch.Tensor:
         """Threshold per layer [G] for this step's cosine; updates the adaptive statistics.

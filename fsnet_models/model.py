@@ -35,17 +35,24 @@ class AdaptiveLayers(nn.Module):
             for index, layer in enumerate(layers):
                 self.location[layer] = (bank, index)
         self.layer_names = [f"block{layer // 2}.conv{layer % 2 + 1}" for layer in range(len(self.location))]
+        self._n_full: dict[int, list[int]] = {}
 
     def calibrate(self, memory_active: bool, first_last_only: int) -> list[ConvParams]:
         """Every layer's calibrated conv for this step, in layer order.
 
         Layers from index `first_last_only` on are computed at the last position only.
         """
-        per_bank = []
-        for b, bank in enumerate(self.banks):
-            n_full = sum(1 for layer, (bb, _) in enumerate(self.location) if bb == b and layer < first_last_only)
-            per_bank.append(bank.calibrate(memory_active, n_full))
+        per_bank = [bank.calibrate(memory_active, n_full)
+                    for bank, n_full in zip(self.banks, self._full_layers_per_bank(first_last_only), strict=True)]
         return [per_bank[b][i] for b, i in self.location]
+
+    def _full_layers_per_bank(self, first_last_only: int) -> list[int]:
+        """How many of each bank's layers come before layer `first_last_only` (counted once)."""
+        if first_last_only not in self._n_full:
+            self._n_full[first_last_only] = [
+                sum(1 for layer, (bb, _) in enumerate(self.location) if bb == b and layer < first_last_only)
+                for b in range(len(self.banks))]
+        return self._n_full[first_last_only]
 
     def update_gradient_state(self, online: bool) -> None:
         """Gradient EMAs and triggers of every bank (after the optimiser step)."""

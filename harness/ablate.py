@@ -23,6 +23,7 @@ from typing import Any
 
 from data import DataError
 from fsnet_models.knobs import KnobError, parse_knob_value
+from harness.cli import OneLineParser, fail, interrupted
 from harness.designs import DESIGNS, GRID_DESIGNS, UNITS, optuna_base, plan_trials
 from harness.experiment import (
     EXPERIMENT_FILE,
@@ -32,7 +33,7 @@ from harness.experiment import (
     read_experiment,
     write_experiment,
 )
-from harness.trial import OneLineParser, load_data, parse_sets
+from harness.trial import load_data, parse_sets
 from search_spaces.spaces import SPACES, get_space
 
 # Flags that define an experiment; --resume takes them from experiment.json instead.
@@ -247,11 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings, folder = prepare(args)
     except (KnobError, DataError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
     if args.dry_run:
         try:
             print(describe(settings), flush=True)

@@ -8,23 +8,14 @@ on stderr.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from harness.analysis.load import AnalysisInputError, load_experiment
+from harness.cli import OneLineParser, fail
 
 CI_METHODS = ("expanded", "percentile")  # harness.analysis.stats.CI_METHODS, kept here to keep start-up light
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print `error: <message>` and exit 2."""
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def build_parser() -> OneLineParser:
@@ -46,19 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; 0 on success, 2 (one line on stderr) on bad input, 1 when the output cannot be written."""
     args = build_parser().parse_args(argv)
     if args.bootstrap < 100:
-        print(f"error: --bootstrap must be at least 100, got {args.bootstrap}", file=sys.stderr)
-        return 2
+        return fail(f"--bootstrap must be at least 100, got {args.bootstrap}")
     try:
         data = load_experiment(args.experiment)  # bad input fails here, before scipy/matplotlib/optuna load
         from harness.analysis.pipeline import analyze_loaded
 
         result = analyze_loaded(data, args.out, n_boot=args.bootstrap, seed=args.seed, ci_method=args.ci)
     except AnalysisInputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except OSError as exc:  # e.g. the output folder cannot be written
-        print(f"error: cannot write the analysis: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot write the analysis: {exc}", status=1)
     for path in result.written:
         print(path)
     if args.wandb != "off":

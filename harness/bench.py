@@ -23,8 +23,9 @@ import torch
 from data import DataError, prepare_data
 from fsnet_models import KnobError, resolve_config
 from fsnet_models.presets import PRESETS
+from harness.cli import OneLineParser, fail
 from harness.runner import TrialRunner, peak_rss_mb, rss_mb
-from harness.trial import OneLineParser, pick_device
+from harness.trial import pick_device
 
 DEFAULT_PRESETS = ("ogd", "er", "derpp", "nomem", "fsnet_bug", "fsnet", "advanced", "ultra")
 UNTIMED_STEPS = 50
@@ -118,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.json:
                 print(f"{preset}: {rows[-1]['ms_per_step']:.2f} ms/step", file=sys.stderr, flush=True)
     except (KnobError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     base = rows[0]["ms_per_step"]
     for r in rows:
         r["ratio_to_ogd"] = r["ms_per_step"] / base

@@ -70,12 +70,16 @@ class TrialRunner:
         self.step = 0
         self.warmed_up = self.spec.conv == "none"
         self.warmup_report: dict[str, Any] = {}
-        self.preds = torch.zeros(self.n_steps, self.stream.y.shape[1], device=self.device)
-        self.step_sq_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
-        self.step_abs_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
+        self._allocate_step_records()
         self.warmup_seconds = 0.0
         self.online_seconds = 0.0
         self.rss_at_10pct: float | None = None
+
+    def _allocate_step_records(self) -> None:
+        """Zeroed per-step records for n_steps: forecasts [n_steps, P], squared/absolute errors [n_steps]."""
+        self.preds = torch.zeros(self.n_steps, self.stream.y.shape[1], device=self.device)
+        self.step_sq_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
+        self.step_abs_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
 
     # ------------------------------------------------------------------ running
     def run_warmup(self, progress: Callable[[str], None] | None = None) -> None:
@@ -206,9 +210,7 @@ class TrialRunner:
             self.learner.load_state_dict(state["learner"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.preds = torch.zeros(self.n_steps, self.stream.y.shape[1], device=self.device)
-        self.step_sq_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
-        self.step_abs_err = torch.zeros(self.n_steps, dtype=torch.float64, device=self.device)
+        self._allocate_step_records()
         self.preds[:self.step] = state["preds"].to(self.device)
         self.step_sq_err[:self.step] = state["step_sq_err"].to(self.device)
         self.step_abs_err[:self.step] = state["step_abs_err"].to(self.device)

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import yaml
 
 from fsnet_models.knobs import KNOBS, KnobError, parse_knob_value, validate_knob
 from fsnet_models.presets import applicable_knobs, resolve_config
+from harness.cli import BAD_INPUT, INTERRUPTED, fail, interrupted
 from harness.designs import GRID_DESIGNS, optuna_base, plan_trials, sample_variant_name
 from harness.wandb_logging import (
     TRIAL_JOB,
@@ -115,23 +115,20 @@ def emit_sweep(args: argparse.Namespace) -> int:
     from harness.ablate import settings_from_args
 
     if args.resume:
-        print("error: --emit-sweep describes a new experiment; drop --resume", file=sys.stderr)
-        return 2
+        return fail("--emit-sweep describes a new experiment; drop --resume")
     # GPUs do not enter a sweep: skip the CUDA probe (it would import torch)
     values = {**vars(args), "gpus_per_trial": args.gpus_per_trial if args.gpus_per_trial is not None else 0.0}
     try:
         settings = settings_from_args(argparse.Namespace(**values))
         config = sweep_config(settings, resolve_project(getattr(args, "wandb_project", None)))
     except (KnobError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     path = Path(args.emit_sweep)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
     except OSError as exc:
-        print(f"error: cannot write {path}: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"cannot write {path}: {exc}")
     n = len(config["parameters"].get(VARIANT, {}).get("values", [])) * len(config["parameters"]["seed"]["values"])
     runs = f"{n} runs" if config["method"] == "grid" else "runs until stopped"
     print(f"written: {path} (W&B sweep, method {config['method']}, {runs}); start it with: wandb sweep {path} "
@@ -261,13 +258,11 @@ def run_agent(args: argparse.Namespace, params: Mapping[str, str]) -> int:
         wb.summary.update(summary_metrics(result))
         wb.summary["device"] = result.get("device")
     except (KnobError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        wb.finish(exit_code=2)
-        return 2
+        wb.finish(exit_code=BAD_INPUT)
+        return fail(exc)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        wb.finish(exit_code=130)
-        return 130
+        wb.finish(exit_code=INTERRUPTED)
+        return interrupted()
     wb.finish()
     print(json.dumps(_json_safe(result)) if args.json else summary(result))
     return 0

@@ -14,7 +14,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
@@ -22,15 +22,8 @@ from data import DataError, PreparedData, prepare_data
 from fsnet_models import KnobError, applicable_knobs, parse_knob_value, resolve_config
 from fsnet_models.knobs import format_knob_table
 from fsnet_models.presets import PRESETS
+from harness.cli import OneLineParser, fail, interrupted
 from harness.runner import TrialRunner
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        """Print `error: <message>` and exit 2."""
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -193,11 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = run(args)
     except (KnobError, DataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return interrupted()
     if args.json:
         print(json.dumps(_json_safe(result)))
     else:
