@@ -3,7 +3,8 @@
 A batch-1 online step allocates and frees the same few MB-sized tensors every step (gradients
 and EMAs of the 320-channel convs are 1.2 MB each). glibc serves blocks above its mmap threshold
 with fresh mappings and returns freed memory at the heap's top to the kernel, so every step
-touched new pages: ~1000 page faults per FSNet step, measured, and ~12% of its time. Raising the
+touched new pages: ~500-1,000 page faults per FSNet step (measured with untrained weights, where they
+cost ~12% of the step; the trained step was not re-measured separately). Raising the
 mmap threshold and the trim threshold makes the heap reuse the blocks instead.
 """
 
