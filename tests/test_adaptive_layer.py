@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings
+from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings, sqrt_nonnegative
 from fsnet_models.memory import read_and_write, slot_mean_squared_cosine
 
 G, C, K = 3, 8, 3  # layers, channels (square), kernel
@@ -188,6 +188,26 @@ def test_memory_heads_attend_separately_over_row_blocks() -> None:
         assert torch.allclose(read.retrieved[0, rows], r, atol=1e-6)
 
 
+def test_equal_memory_heads_read_and_write_their_row_blocks() -> None:
+    torch.manual_seed(7)
+    memory = torch.randn(G, 20, 16) * 0.05  # 20 rows: 4 heads of 5 rows (the batched path)
+    query, temperature = torch.randn(G, 20), torch.tensor([0.3, 0.5, 0.7])
+    read = read_and_write(memory, query, temperature, 3, 4, 0.75, False, 0.0)
+    for layer in range(G):
+        written, entropy = memory[layer].clone(), 0.0
+        for rows in torch.arange(20).tensor_split(4):
+            r, _ = single_head_reference(memory[layer, rows], query[layer, rows], float(temperature[layer]), 3, 0.75)
+            assert torch.allclose(read.retrieved[layer, rows], r, atol=1e-6)
+            att = torch.softmax(query[layer, rows] @ memory[layer, rows] / temperature[layer], dim=-1)
+            v, idx = att.topk(3)
+            for j in range(3):
+                written[rows, idx[j]] = 0.75 * memory[layer, rows][:, idx[j]] + 0.25 * v[j] * r
+            entropy += float(-(att * att.log()).sum()) / 4
+        expected = written / max(float(torch.linalg.matrix_norm(written)), 1.0)
+        assert torch.allclose(read.memory[layer], expected, atol=1e-6)
+        assert read.entropy[layer].item() == pytest.approx(entropy, rel=1e-5)
+
+
 def test_index_weighted_read_is_the_reference_bug() -> None:
     torch.manual_seed(5)
     memory, query = torch.randn(1, 10, 8) * 0.1, torch.randn(1, 10)
@@ -223,6 +243,15 @@ def test_grad_second_moment_feeds_mean_and_spread() -> None:
     assert torch.allclose(bank.e_square, expected_square, atol=1e-7)
     spread = (bank.e_square - bank.e_slow**2).clamp_min(0).sqrt()
     assert spread.abs().sum() > 0
+    inputs = torch.cat([bank.e_slow.view(G, bank.n_chunks, -1), spread.view(G, bank.n_chunks, -1)], dim=-1)
+    assert torch.allclose(bank._controller(), F.silu(inputs @ bank.ctrl_w1 + bank.ctrl_b1), atol=1e-6)
+
+
+def test_sqrt_nonnegative_is_sqrt_and_keeps_zeros_exact() -> None:
+    values = torch.cat([torch.zeros(100), torch.rand(1000) * 10, torch.rand(100) * 1e-30])
+    root = sqrt_nonnegative(values)
+    assert torch.equal(root[:100], torch.zeros(100))
+    assert torch.allclose(root, values.double().sqrt().float(), rtol=3e-7, atol=0)
 
 
 def test_adaptive_trigger_fires_on_an_unusual_drop_the_fixed_one_ignores() -> None:
