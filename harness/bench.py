@@ -2,10 +2,12 @@
 
 For each preset, in this one process and one after the other: warm-up training (untimed),
 50 untimed online steps, then the same stretch of the online stream (default 1000 steps) timed;
-prints ms per online step, steps per second, the process's RSS and peak RSS, and each preset's
-step time relative to `ogd` measured in the same run. `--full` times whole trials instead
-(warm-up included, every online step). A benchmark, not a test: the figures move by 10-20%
-from run to run on shared machines; compare ratios measured in the same run.
+prints ms per online step, steps per second, the process's RSS and peak RSS, each preset's step
+time relative to `ogd` measured in the same run, and "ctrl ms": the controllers' matrix products
+alone (harness.floor), a lower bound on what the adaptive layers add to a step. `--full` times
+whole trials instead (warm-up included, every online step). A benchmark, not a test: the
+figures move by 10-20% from run to run on shared machines; compare ratios measured in the same
+run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from data import DataError, prepare_data
 from fsnet_models import KnobError, resolve_config
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail
+from harness.floor import controller_products_ms
 from harness.runner import TrialRunner, peak_rss_mb, rss_mb
 from harness.trial import pick_device
 
@@ -57,6 +60,7 @@ def bench_preset(preset: str, steps: int, full: bool, epochs: int | None, device
         "rss_mb": rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
         "warmup_seconds": runner.warmup_seconds,
+        "controller_products_ms": controller_products_ms(runner.model),
     }
     if full:
         result.update(trial_seconds=time.perf_counter() - started, mse=runner.metrics()["mse"],
@@ -73,13 +77,13 @@ def environment(device: str) -> dict[str, Any]:
 def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> str:
     """The figures as a text table."""
     head = f"torch {env['torch']}, {env['threads']} thread(s), device {env['device']}"
-    cols = ["preset", "ms/step", "steps/s", "x ogd", "RSS MiB", "peak RSS MiB"] + (
+    cols = ["preset", "ms/step", "steps/s", "x ogd", "ctrl ms", "RSS MiB", "peak RSS MiB"] + (
         ["trial s", "RSS@10% MiB", "mse"] if full else [])
     lines = [head, "  ".join(f"{c:>12s}" for c in cols)]
     for r in rows:
         ratio = "n/a" if r["ratio_to_ogd"] is None else f"{r['ratio_to_ogd']:.2f}"
-        cells = [r["preset"], f"{r['ms_per_step']:.2f}", f"{r['steps_per_s']:.1f}", ratio, f"{r['rss_mb']:.0f}",
-                 f"{r['peak_rss_mb']:.0f}"]
+        cells = [r["preset"], f"{r['ms_per_step']:.2f}", f"{r['steps_per_s']:.1f}", ratio,
+                 f"{r['controller_products_ms']:.2f}", f"{r['rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
         if full:
             cells += [f"{r['trial_seconds']:.1f}", f"{r['rss_mb_at_10pct']:.0f}", f"{r['mse']:.4f}"]
         lines.append("  ".join(f"{c:>12s}" for c in cells))

@@ -20,6 +20,7 @@ def test_bench_json_has_a_row_per_preset_with_ratio(capsys: pytest.CaptureFixtur
         assert r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
     assert rows[0]["ratio_to_ogd"] == 1.0
     assert rows[1]["ratio_to_ogd"] == pytest.approx(rows[1]["ms_per_step"] / rows[0]["ms_per_step"])
+    assert rows[0]["controller_products_ms"] == 0.0 and rows[1]["controller_products_ms"] > 0
 
 
 def test_bench_refuses_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:

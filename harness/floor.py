@@ -1,0 +1,65 @@
+"""The controllers' matrix products: arithmetic that every exact FSNet-family step must do.
+
+Each adaptive bank's controller multiplies its chunked slow gradient EMA [G, n_chunks, ctrl_in]
+by ctrl_w1 [G, ctrl_in, hidden] in the forward, and the backward forms ctrl_w1's gradient as the
+transposed input times the hidden gradient [G, n_chunks, hidden]; the gated controller adds two
+[n_chunks, hidden] x [hidden, hidden] products, each needing a weight gradient and an input
+gradient in the backward. The input changes every step (it is an EMA of the newest gradient) and
+so do the weights (AdamW), so none of this can be cached across steps. Timed alone, on random
+data of the model's real shapes and hot in cache, the sum is a lower bound on what the adaptive
+layers add to an online step, not an estimate of it (the EMAs, the memory and the larger AdamW
+come on top).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def _best_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Fastest of `repeats` timed calls of `run`, in milliseconds (after one untimed call)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    run()
+    best = float("inf")
+    for _ in range(repeats):
+        sync()
+        started = time.perf_counter()
+        run()
+        sync()
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
+def controller_products_ms(model: nn.Module, repeats: int = 20) -> float:
+    """Milliseconds per step of the controllers' products (forward and backward) of `model`'s banks.
+
+    0.0 for models without adaptive layers. See the module docstring for what is counted.
+    """
+    adaptive = getattr(model, "adaptive", None)
+    if adaptive is None:
+        return 0.0
+    with torch.no_grad():
+        return sum(_bank_products_ms(bank, repeats) for bank in adaptive.banks)
+
+
+def _bank_products_ms(bank: nn.Module, repeats: int) -> float:
+    """One adaptive bank's controller products, forward and backward, in milliseconds."""
+    groups, ctrl_in, hidden = bank.ctrl_w1.shape
+    device = bank.ctrl_w1.device
+    chunks = torch.randn(groups, bank.n_chunks, ctrl_in, device=device)
+    hidden_grad = torch.randn(groups, bank.n_chunks, hidden, device=device)
+    weight = torch.randn(groups, ctrl_in, hidden, device=device)
+    bias = torch.randn(groups, 1, hidden, device=device)
+    total = _best_ms(lambda: torch.baddbmm(bias, chunks, weight), repeats, device)
+    total += _best_ms(lambda: torch.bmm(chunks.transpose(1, 2), hidden_grad), repeats, device)
+    if bank.settings.gated_controller:
+        square = torch.randn(groups, hidden, hidden, device=device)
+        forward = _best_ms(lambda: torch.baddbmm(bias, hidden_grad, square), repeats, device)
+        weight_grad = _best_ms(lambda: torch.bmm(hidden_grad.transpose(1, 2), hidden_grad), repeats, device)
+        input_grad = _best_ms(lambda: torch.bmm(hidden_grad, square.transpose(1, 2)), repeats, device)
+        total += 2 * (forward + weight_grad + input_grad)
+    return total
