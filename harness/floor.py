@@ -19,6 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from fsnet_models.adaptive import AdaptiveConvBank
+
 
 def _best_ms(run: Callable[[], object], repeats: int, device: torch.device) -> float:
     """Fastest of `repeats` timed calls of `run`, in milliseconds (after one untimed call)."""
@@ -46,7 +48,7 @@ def controller_products_ms(model: nn.Module, repeats: int = 20) -> float:
         return sum(_bank_products_ms(bank, repeats) for bank in adaptive.banks)
 
 
-def _bank_products_ms(bank: nn.Module, repeats: int) -> float:
+def _bank_products_ms(bank: AdaptiveConvBank, repeats: int) -> float:
     """One adaptive bank's controller products, forward and backward, in milliseconds."""
     groups, ctrl_in, hidden = bank.ctrl_w1.shape
     device = bank.ctrl_w1.device
