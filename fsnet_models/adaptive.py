@@ -256,12 +256,17 @@ class AdaptiveConvBank(nn.Module):
         self.trigger.zero_()
         with torch.no_grad():
             temperature = self._temperature(query)
-            read = read_and_write(self.memory, query, temperature, s.top_k, s.memory_heads, s.tau,
-                                  s.index_weighted_read, s.diversity_penalty)
-            self.memory.copy_(torch.where(fired[:, None, None], read.memory, self.memory))
+            # only the fired layers read and write (layers are independent): the diversity
+            # step's autograd pass over a [G, D, S] stack costs ~10 ms for the 20-layer bank
+            layers = fired.nonzero().squeeze(1)
+            read = read_and_write(self.memory[layers], query[layers], temperature[layers], s.top_k,
+                                  s.memory_heads, s.tau, s.index_weighted_read, s.diversity_penalty)
+            self.memory.index_copy_(0, layers, read.memory)
+            retrieved = query.new_zeros(query.shape).index_copy_(0, layers, read.retrieved)
+            entropy = temperature.new_zeros(self.count).index_copy_(0, layers, read.entropy)
         tau = self._blend_tau()
-        self._record_read(fired, read.entropy, tau.detach(), temperature)
-        stored = read.retrieved.split([w[0].numel(), b[0].numel(), f[0].numel()], dim=1)
+        self._record_read(fired, entropy, tau.detach(), temperature)
+        stored = retrieved.split([w[0].numel(), b[0].numel(), f[0].numel()], dim=1)
         blended = []
         for raw, mem in zip((w, b, f), stored, strict=True):
             mix = tau[:, None, None] * raw + (1 - tau[:, None, None]) * mem.view_as(raw)

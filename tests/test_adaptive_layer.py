@@ -80,6 +80,25 @@ def test_calibration_changes_only_on_trigger_and_memory_read_resets_it() -> None
     assert twin.trigger.all(), "memory inactive: trigger stays armed"
 
 
+@pytest.mark.parametrize("diversity", [0.0, 0.1])
+def test_only_fired_layers_read_and_write_their_memory(diversity: float) -> None:
+    bank, twin = make_bank(diversity_penalty=diversity), make_bank(diversity_penalty=diversity)
+    for b in (bank, twin):
+        fire_trigger(b)
+        calibrated(b, False)  # starts the query EMA (the first query is q itself); the trigger stays armed
+    bank.trigger.copy_(torch.tensor([True, False, True]))
+    memory_before = bank.memory.clone()
+    w_fired, _, _ = calibrated(bank, True)
+    w_raw, _, _ = calibrated(twin, False)  # same state, no read
+    s = bank.settings  # the read used the query EMA as updated by this calibration: bank.q_ema now
+    alone = read_and_write(memory_before[[0, 2]], bank.q_ema[[0, 2]], torch.full((2,), s.temperature), s.top_k,
+                           s.memory_heads, s.tau, False, diversity)
+    assert torch.equal(bank.memory[1], memory_before[1]), "a layer that did not fire keeps its memory"
+    assert torch.allclose(bank.memory[[0, 2]], alone.memory, atol=1e-6)
+    assert torch.allclose(w_fired[1], w_raw[1], atol=1e-6) and not torch.allclose(w_fired[0], w_raw[0])
+    assert bank.diagnostics()["reads"] == [1.0, 0.0, 1.0]
+
+
 def test_no_graph_survives_a_step() -> None:
     bank = make_bank()
     fire_trigger(bank)
