@@ -6,7 +6,7 @@ one step costs a handful of batched operators instead of G times as many small o
 layer's math is exactly MODELS.md's per-layer formula; layers never interact.
 
 Verbs (called by the model, in this order within a step):
-  calibrate(memory_active, n_full) -> one ConvParams per layer (calibrated weight, bias, scales)
+  calibrate(memory_active) -> one ConvParams per layer (calibrated weight, bias, scales)
   ... forward(s) and backward ...
   update_gradient_state(online) after the optimiser step.
 """
@@ -14,6 +14,7 @@ Verbs (called by the model, in this order within a step):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -96,38 +97,74 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
     return dot / (torch.linalg.vector_norm(a, dim=1).clamp_min(eps) * torch.linalg.vector_norm(b, dim=1).clamp_min(eps))
 
 
+PER_LAYER_ON_DIM_1 = ("cos_stats", "diag_sums")  # [rows, G] buffers
+SHARED_BY_LAYERS = ("q_started", "diag_range")
+CENTRE_SLICED = ("weight", "ctrl_w1", "e_fast", "e_slow", "e_square")
+
+
+def select_layers(name: str, value: torch.Tensor, layers: torch.Tensor, centre_only: bool,
+                  kernel: int) -> torch.Tensor:
+    """The part of an all-taps bank's tensor `name` (parameter, buffer, gradient or optimiser
+    moment of the same shape) that a bank of `layers` keeps, as a new contiguous tensor.
+
+    Per-layer tensors are indexed on their layer axis; `centre_only` then keeps the centre tap:
+    weight [G, out, in, k] -> [G', out, in, 1]; ctrl_w1 [G, ctrl_in, h] -> rows centre::k
+    (every chunk starts at a multiple of k, with the tap innermost); gradient EMAs [G, numel] ->
+    columns centre::k. Scalars and bank-wide buffers are copied whole.
+    """
+    leaf = name.rsplit(".", 1)[-1]
+    if value.dim() == 0 or leaf in SHARED_BY_LAYERS:
+        return value.clone()
+    part = value.index_select(1 if leaf in PER_LAYER_ON_DIM_1 else 0, layers.to(value.device))
+    if centre_only and leaf in CENTRE_SLICED:
+        centre = kernel // 2
+        part = part[..., centre:centre + 1] if leaf == "weight" else part[:, centre::kernel]
+    return part.contiguous()
+
+
 def _uniform(shape: tuple[int, ...], bound: float) -> nn.Parameter:
     """A parameter drawn from U(-bound, bound), as nn.Linear/nn.Conv1d initialise theirs."""
     return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
 
 
 class AdaptiveConvBank(nn.Module):
-    """G adaptive conv layers of weight shape [out, in, k]: adapter (slow) and memory (fast)."""
+    """G adaptive conv layers of weight shape [out, in, k]: adapter (slow) and memory (fast).
+
+    `centre_only`: the layers are computed at the last position only and their outer taps only
+    ever see zero padding, so the outer taps' weights, gradients, gradient EMAs and the
+    controller rows that read those EMAs are exact zeros or never used. Such a bank keeps only
+    the centre tap of each (weight [G, out, in, 1], EMAs [G, out * in], ctrl_w1 rows of the
+    centre taps): a third of the state and of the controller's products. The calibrations keep
+    all k taps (the memory's query holds them). Build one with `take_layers`.
+    """
 
     def __init__(self, count: int, in_channels: int, out_channels: int, kernel: int,
-                 settings: AdaptiveSettings) -> None:
+                 settings: AdaptiveSettings, centre_only: bool = False) -> None:
         super().__init__()
         s = settings
         self.settings = s
         self.count, self.in_channels, self.out_channels, self.kernel = count, in_channels, out_channels, kernel
-        numel = out_channels * in_channels * kernel
+        self.centre_only = centre_only
+        live_taps = 1 if centre_only else kernel
+        numel = out_channels * in_channels * live_taps  # live weights per layer
         if s.chunk_by == "in":  # reference: rows of the flat [out, in, k] gradient, one per input channel
             if out_channels % in_channels:
                 raise ValueError("chunk_by='in' needs out_channels to be a multiple of in_channels")
             self.n_chunks, self.b_per_chunk = in_channels, out_channels // in_channels
         else:  # structure-aligned: one chunk per output channel
             self.n_chunks, self.b_per_chunk = out_channels, 1
-        self.chunk_len = numel // self.n_chunks
+        self.chunk_len = numel // self.n_chunks  # live gradient values per chunk
         self.w_per_chunk = kernel
         self.calib_len = self.n_chunks * (kernel + 2 * self.b_per_chunk)  # D
         g, nh = count, s.controller_hidden
         ctrl_in = self.chunk_len * (2 if s.grad_second_moment else 1)
+        ctrl_bound = 1 / math.sqrt(ctrl_in * kernel // live_taps)  # the full layer's fan-in
         head_out = self.w_per_chunk + 2 * self.b_per_chunk
 
-        self.weight = _uniform((g, out_channels, in_channels, kernel), 1 / math.sqrt(in_channels * kernel))
+        self.weight = _uniform((g, out_channels, in_channels, live_taps), 1 / math.sqrt(in_channels * kernel))
         self.beta = nn.Parameter(torch.zeros(g, out_channels))
-        self.ctrl_w1 = _uniform((g, ctrl_in, nh), 1 / math.sqrt(ctrl_in))
-        self.ctrl_b1 = _uniform((g, 1, nh), 1 / math.sqrt(ctrl_in))
+        self.ctrl_w1 = _uniform((g, ctrl_in, nh), ctrl_bound)
+        self.ctrl_b1 = _uniform((g, 1, nh), ctrl_bound)
         if s.gated_controller:
             self.ctrl_w2 = _uniform((g, nh, nh), 1 / math.sqrt(nh))
             self.ctrl_b2 = _uniform((g, 1, nh), 1 / math.sqrt(nh))
@@ -160,6 +197,22 @@ class AdaptiveConvBank(nn.Module):
             self.register_buffer("diag_sums", torch.zeros(4, g, dtype=torch.float64))
             self.register_buffer("diag_range", torch.tensor([[math.inf, -math.inf]] * 2, dtype=torch.float64))
 
+    def take_layers(self, layers: Sequence[int], centre_only: bool) -> AdaptiveConvBank:
+        """A new bank with copies of `layers` of this (all-taps) bank; `centre_only` keeps the live part.
+
+        Uses no random numbers: the new bank is built under a forked RNG and then overwritten,
+        so a model split into such banks starts exactly as the unsplit one.
+        """
+        if self.centre_only:
+            raise ValueError("take_layers reads an all-taps bank")
+        with torch.random.fork_rng(devices=[]):
+            bank = AdaptiveConvBank(len(layers), self.in_channels, self.out_channels, self.kernel,
+                                    self.settings, centre_only)
+        index = torch.tensor(list(layers), dtype=torch.long)
+        bank.load_state_dict({name: select_layers(name, value, index, centre_only, self.kernel)
+                              for name, value in self.state_dict().items()})
+        return bank.to(self.weight.device)
+
     # ------------------------------------------------------------------ slow learning: the adapter
     def _controller(self) -> torch.Tensor:
         """Controller hidden state per chunk: [G, n_chunks, controller_hidden]."""
@@ -182,39 +235,32 @@ class AdaptiveConvBank(nn.Module):
             hidden = F.dropout(hidden, s.controller_dropout, training=self.training)
         return hidden
 
-    def calibrate(self, memory_active: bool, n_full: int | None = None) -> list[ConvParams]:
+    def calibrate(self, memory_active: bool) -> list[ConvParams]:
         """This step's calibrated conv of every layer of the bank, as ConvParams.
 
         Computes the adapter's (w, b, f) from the slow gradient EMA, updates the query EMA, and,
         when `memory_active` and a layer's trigger fired, reads/writes that layer's memory and
-        blends the read into its (w, b, f). The first `n_full` layers (default all) get the
-        materialised weight W * w (computed for them in one batched product); the others are
-        computed at the last position only and get w's centre tap as a vector scale.
+        blends the read into its (w, b, f). An all-taps bank's layers get the materialised
+        weight W * w (one batched product); a centre-only bank's layers are computed at the last
+        position only and get w's centre tap as a vector scale of their [out, in, 1] weight.
         Autograd reaches the adapter's parameters only.
         """
         s = self.settings
-        n_full = self.count if n_full is None else n_full
         calib = torch.baddbmm(self.head_b, self._controller(), self.head_w)
         w, b, f = calib.split([self.w_per_chunk, self.b_per_chunk, self.b_per_chunk], dim=-1)
         if s.memory:
             w, b, f = self._fast_learning(w, b, f, memory_active)
         bias = layers_of(self.beta * b.reshape(self.count, self.out_channels))
         scale = layers_of(f.reshape(self.count, self.out_channels))
-        params = []
-        if n_full:
+        by_in = s.chunk_by == "in"
+        if not self.centre_only:
             # chunk_by 'in': W[:, i, t] * w[i, t]; chunk_by 'out': W[c, :, t] * w[c, t]
-            tap_scale = w[:n_full].unsqueeze(1 if s.chunk_by == "in" else 2)
-            full_weights = self.weight if n_full == self.count else self.weight[:n_full]
-            for j, weight in enumerate(layers_of(full_weights * tap_scale)):
-                params.append(ConvParams(weight, bias[j], scale[j]))
-        if n_full < self.count:
-            centres = layers_of(w[n_full:, :, self.kernel // 2])
-            weights = layers_of(self.weight if n_full == 0 else self.weight[n_full:])
-            for j, (weight, centre) in enumerate(zip(weights, centres, strict=True), start=n_full):
-                by_in = s.chunk_by == "in"
-                params.append(ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,
-                                         centre_out_scale=None if by_in else centre))
-        return params
+            weights = layers_of(self.weight * w.unsqueeze(1 if by_in else 2))
+            return [ConvParams(weight, bias[j], scale[j]) for j, weight in enumerate(weights)]
+        centres = layers_of(w[:, :, self.kernel // 2])
+        return [ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,
+                           centre_out_scale=None if by_in else centre)
+                for j, (weight, centre) in enumerate(zip(layers_of(self.weight), centres, strict=True))]
 
     # ------------------------------------------------------------------ fast learning: the memory
     @torch.no_grad()

@@ -66,16 +66,19 @@ def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: 
     """Same-padded dilated conv1d of x [B, in, T] -> [B, out, T] (T = 1 in `last_only` mode).
 
     `last_only`: x holds only the last position and the dilation reaches past the window, so
-    the conv is the centre tap alone (exact). The output scale, if any, multiplies bias too.
+    the conv is the centre tap alone (exact); the weight is [out, in, k], or [out, in, 1] when
+    only the centre tap is kept. The output scale, if any, multiplies bias too.
     """
     weight, bias, centre = params.weight, params.bias, params.weight.shape[-1] // 2
     if last_only:
         vec = x[:, :, 0] if params.centre_in_scale is None else x[:, :, 0] * params.centre_in_scale
-        # the vector placed on the centre tap, zeros on the others, times the whole weight as a
-        # contiguous [out, in * k] matrix: no strided copy of the centre slice in the forward and
-        # no zero-filled slice gradient in the backward (the outer taps' gradients are 0 * g)
-        on_taps = F.pad(vec.unsqueeze(-1), (centre, weight.shape[-1] - 1 - centre)).flatten(1)
-        vec = F.linear(on_taps, weight.reshape(weight.shape[0], -1))
+        if weight.shape[-1] > 1:
+            # the vector placed on the centre tap, zeros on the others, times the whole weight as
+            # a contiguous [out, in * k] matrix: no strided copy of the centre slice in the forward
+            # and no zero-filled slice gradient in the backward (the outer taps' gradients are 0 * g)
+            vec = F.pad(vec.unsqueeze(-1), (centre, weight.shape[-1] - 1 - centre)).flatten(1)
+        # a weight [out, in, 1] holds the centre tap alone (a centre-only adaptive bank)
+        vec = F.linear(vec, weight.reshape(weight.shape[0], -1))
         if params.centre_out_scale is not None:
             vec = vec * params.centre_out_scale
         y = (vec if bias is None else vec + bias).unsqueeze(-1)

@@ -11,48 +11,82 @@ Baselines implement the verbs as no-ops, so the online loop has no preset switch
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings
+from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings, select_layers
 from fsnet_models.backbone import KERNEL, OUTPUT, ConvParams, Encoder, conv_shapes
 
 
-class AdaptiveLayers(nn.Module):
-    """The 22 adaptive convs of the backbone, grouped into banks of equal weight shape."""
+@dataclass(frozen=True)
+class BankSource:
+    """Where a bank's layers come from in the all-taps layout: bank index, layers in it, centre only."""
 
-    def __init__(self, settings: AdaptiveSettings) -> None:
+    bank: int
+    layers: tuple[int, ...]
+    centre_only: bool
+
+
+class AdaptiveLayers(nn.Module):
+    """The 22 adaptive convs of the backbone, grouped into banks of equal weight shape.
+
+    Layers from index `first_last_only` on are computed at the last position only; their banks
+    keep only the centre tap (AdaptiveConvBank's `centre_only`). The model is first built in the
+    all-taps layout (one bank per weight shape: the reference's parameters, from the same random
+    numbers), then split: each bank's all-positions layers and last-position-only layers become
+    two banks. `sources` says, for every bank, where in the all-taps layout it came from.
+    """
+
+    def __init__(self, settings: AdaptiveSettings, first_last_only: int | None = None) -> None:
         super().__init__()
+        n_layers = len(conv_shapes())
+        first_last_only = n_layers if first_last_only is None else first_last_only
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
         for layer, shape in enumerate(conv_shapes()):
             groups[shape].append(layer)
-        self.banks = nn.ModuleList(
-            AdaptiveConvBank(len(layers), c_in, c_out, KERNEL, settings) for (c_in, c_out), layers in groups.items())
-        self.location = [(0, 0)] * len(conv_shapes())  # layer -> (bank, index in bank)
-        for bank, layers in enumerate(groups.values()):
-            for index, layer in enumerate(layers):
-                self.location[layer] = (bank, index)
-        self.layer_names = [f"block{layer // 2}.conv{layer % 2 + 1}" for layer in range(len(self.location))]
-        self._n_full: dict[int, list[int]] = {}
+        all_taps = [AdaptiveConvBank(len(layers), c_in, c_out, KERNEL, settings)
+                    for (c_in, c_out), layers in groups.items()]
+        banks: list[AdaptiveConvBank] = []
+        self.sources: list[BankSource] = []
+        self.location = [(0, 0)] * n_layers  # layer -> (bank, index in bank)
+        for canonical, (bank, layers) in enumerate(zip(all_taps, groups.values(), strict=True)):
+            for centre_only in (False, True):
+                kept = tuple(i for i, layer in enumerate(layers) if (layer >= first_last_only) == centre_only)
+                if not kept:
+                    continue
+                whole = len(kept) == len(layers) and not centre_only
+                banks.append(bank if whole else bank.take_layers(kept, centre_only))
+                self.sources.append(BankSource(canonical, kept, centre_only))
+                for index, i in enumerate(kept):
+                    self.location[layers[i]] = (len(banks) - 1, index)
+        self.banks = nn.ModuleList(banks)
+        self.layer_names = [f"block{layer // 2}.conv{layer % 2 + 1}" for layer in range(n_layers)]
 
-    def calibrate(self, memory_active: bool, first_last_only: int) -> list[ConvParams]:
-        """Every layer's calibrated conv for this step, in layer order.
-
-        Layers from index `first_last_only` on are computed at the last position only.
-        """
-        per_bank = [bank.calibrate(memory_active, n_full)
-                    for bank, n_full in zip(self.banks, self._full_layers_per_bank(first_last_only), strict=True)]
+    def calibrate(self, memory_active: bool) -> list[ConvParams]:
+        """Every layer's calibrated conv for this step, in layer order."""
+        per_bank = [bank.calibrate(memory_active) for bank in self.banks]
         return [per_bank[b][i] for b, i in self.location]
 
-    def _full_layers_per_bank(self, first_last_only: int) -> list[int]:
-        """How many of each bank's layers come before layer `first_last_only` (counted once)."""
-        if first_last_only not in self._n_full:
-            self._n_full[first_last_only] = [
-                sum(1 for layer, (bb, _) in enumerate(self.location) if bb == b and layer < first_last_only)
-                for b in range(len(self.banks))]
-        return self._n_full[first_last_only]
+    def all_taps_name(self, name: str) -> str:
+        """The all-taps layout's name of tensor `name` of this module ("banks.3.weight" -> "banks.2.weight")."""
+        parts = name.split(".")
+        if parts[0] != "banks":
+            return name
+        return ".".join(["banks", str(self.sources[int(parts[1])].bank), *parts[2:]])
+
+    def to_own_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """This layout's tensor `name` made from `value`, the all-taps tensor of `all_taps_name(name)`.
+
+        Works for parameters, buffers, gradients and optimiser moments alike (same shapes).
+        """
+        parts = name.split(".")
+        if parts[0] != "banks":
+            return value.clone()
+        source = self.sources[int(parts[1])]
+        return select_layers(name, value, torch.tensor(source.layers), source.centre_only, KERNEL)
 
     def update_gradient_state(self, online: bool) -> None:
         """Gradient EMAs and triggers of every bank (after the optimiser step)."""
@@ -101,7 +135,8 @@ class ForecastNet(nn.Module):
         super().__init__()
         self.encoder = Encoder(n_in, seq_len, plain_convs=adaptive is None, fast=fast)
         self.head = nn.Linear(OUTPUT, pred_len * n_out)
-        self.adaptive = AdaptiveLayers(adaptive) if adaptive is not None else None
+        self.adaptive = (AdaptiveLayers(adaptive, self.encoder.last_only_layers())
+                         if adaptive is not None else None)
         self.online = False
         self._convs: list[ConvParams] | None = None
 
@@ -112,7 +147,7 @@ class ForecastNet(nn.Module):
     def begin_step(self) -> None:
         """Compute this step's calibrated convs once (adaptive models); plain models: nothing."""
         if self.adaptive is not None:
-            self._convs = self.adaptive.calibrate(self.online, self.encoder.last_only_layers())
+            self._convs = self.adaptive.calibrate(self.online)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, seq_len, n_in + 7] -> forecast [B, pred_len * n_out] (time-major)."""
@@ -133,6 +168,19 @@ class ForecastNet(nn.Module):
     def diagnostics(self) -> dict[str, Any]:
         """Memory diagnostics (empty for models without memory)."""
         return self.adaptive.diagnostics() if self.adaptive is not None else {}
+
+    def all_taps_name(self, name: str) -> str:
+        """Name, in the all-taps layout (the reference network, `fast=False`), of tensor `name`."""
+        if self.adaptive is None or not name.startswith("adaptive."):
+            return name
+        return "adaptive." + self.adaptive.all_taps_name(name.removeprefix("adaptive."))
+
+    def to_own_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """This model's tensor `name` (parameter, buffer, gradient or optimiser moment) made from
+        `value`, the tensor of the all-taps layout named `all_taps_name(name)`."""
+        if self.adaptive is None or not name.startswith("adaptive."):
+            return value.clone()
+        return self.adaptive.to_own_layout(name.removeprefix("adaptive."), value)
 
     def memory_buffers(self) -> dict[str, torch.Tensor]:
         """Name -> tensor of the associative memories (restored with the best warm-up epoch)."""

@@ -30,7 +30,7 @@ from harness.learners import make_learner
 from harness.metrics import cumulative_curve, stream_metrics
 from harness.protocol import online_step, warm_up
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: last-position adaptive layers keep only the centre tap
 
 
 def rss_mb() -> float:

@@ -13,9 +13,20 @@ INNOVATION_KNOBS = [k for i in INNOVATIONS.values() for k in i.knobs]
 
 @pytest.mark.parametrize("preset", ["ogd", "fsnet", "ultra"])
 def test_pruned_network_equals_full_network_with_gradients(preset: str) -> None:
+    torch.manual_seed(0)
     full = build_model(preset, fast=False)
+    torch.manual_seed(0)
     pruned = build_model(preset, fast=True)
     x = torch.randn(4, 48, 8)
+    # one step of the full network gives non-zero gradient EMAs (the calibrations then differ
+    # between layers); the pruned network takes over the full one's state in its own layout
+    full.begin_step()
+    full(x).square().sum().backward()
+    full.end_step()
+    full_state = full.state_dict()
+    pruned.load_state_dict({name: pruned.to_own_layout(name, full_state[pruned.all_taps_name(name)])
+                            for name in pruned.state_dict()})
+    full.zero_grad(set_to_none=True)
     outs = []
     for model in (full, pruned):
         model.eval()
@@ -24,14 +35,31 @@ def test_pruned_network_equals_full_network_with_gradients(preset: str) -> None:
         out.square().sum().backward()
         outs.append(out)
     assert torch.allclose(outs[0], outs[1], atol=1e-5)
-    for (name, p_full), p_pruned in zip(full.named_parameters(), pruned.parameters(), strict=True):
+    full_params = dict(full.named_parameters())
+    nonzero_kept = {name: 0 for name in full_params}
+    for name, p_pruned in pruned.named_parameters():
+        p_full = full_params[pruned.all_taps_name(name)]
         if p_full.grad is None:  # e.g. the blend's tau before any memory read
             assert p_pruned.grad is None, name
             continue
-        assert torch.allclose(p_full.grad, p_pruned.grad, atol=1e-5, rtol=1e-4), name
+        expected = pruned.to_own_layout(name, p_full.grad)
+        assert torch.allclose(expected, p_pruned.grad, atol=1e-5, rtol=1e-4), name
+        nonzero_kept[pruned.all_taps_name(name)] += int(torch.count_nonzero(expected))
+    for name, p_full in full_params.items():  # what the pruned layout drops has exactly zero gradient
+        if p_full.grad is not None:
+            assert nonzero_kept[name] == int(torch.count_nonzero(p_full.grad)), name
     convs = full.encoder.convs if preset == "ogd" else None
     if convs is not None:  # outer taps of the dilation >= 48 blocks get exactly zero gradient
         assert torch.count_nonzero(convs[-1].weight.grad[:, :, [0, 2]]) == 0
+
+
+def test_last_position_layers_keep_only_the_centre_tap() -> None:
+    model = build_model("fsnet")
+    shapes = [(bank.count, bank.centre_only, tuple(bank.weight.shape)) for bank in model.adaptive.banks]
+    assert shapes == [(12, False, (12, 64, 64, 3)), (8, True, (8, 64, 64, 1)),
+                      (1, True, (1, 320, 64, 1)), (1, True, (1, 320, 320, 1))]
+    assert [bank.count for bank in build_model("fsnet", fast=False).adaptive.banks] == [20, 1, 1]
+    assert [bank.count for bank in build_model("fsnet", seq_len=96).adaptive.banks] == [14, 6, 1, 1]
 
 
 def test_every_preset_builds_and_forecasts() -> None:
