@@ -91,6 +91,18 @@ def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: 
     return y
 
 
+def centre_tap_conv(conv: nn.Conv1d) -> nn.Conv1d:
+    """A kernel-1 Conv1d holding `conv`'s centre tap and bias (for a layer computed at the last
+    position only, whose outer taps only ever meet zero padding); draws no random numbers."""
+    with torch.random.fork_rng(devices=[]):
+        centre = nn.Conv1d(conv.in_channels, conv.out_channels, 1)
+    with torch.no_grad():
+        tap = conv.kernel_size[0] // 2
+        centre.weight.copy_(conv.weight[..., tap:tap + 1])
+        centre.bias.copy_(conv.bias)
+    return centre
+
+
 class Encoder(nn.Module):
     """input_fc + 11 residual dilated-conv blocks; returns the last position's representation [B, 320]."""
 
@@ -110,7 +122,19 @@ class Encoder(nn.Module):
         # plain Conv1d layers (baselines); adaptive models get their convs from outside each step
         self.convs = nn.ModuleList(
             nn.Conv1d(c_in, c_out, KERNEL) for c_in, c_out in conv_shapes()) if plain_convs else None
+        if self.convs is not None:
+            for layer in range(self.last_only_layers(), len(self.convs)):
+                self.convs[layer] = centre_tap_conv(self.convs[layer])
         self.repr_dropout = nn.Dropout(0.1)
+
+    def to_own_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
+        """This encoder's tensor `name` made from `value`, the same-named tensor of the all-taps
+        encoder (`fast=False`): a last-position plain conv keeps the centre tap of its weight."""
+        parts = name.split(".")
+        if self.convs is not None and parts[0] == "convs" and parts[-1] == "weight" and value.dim() == 3:
+            if self.convs[int(parts[1])].kernel_size[0] == 1:
+                return value[..., KERNEL // 2:KERNEL // 2 + 1].contiguous()
+        return value.clone()
 
     def plain_params(self) -> list[ConvParams]:
         """The plain convs' parameters in ConvParams form (baselines)."""

@@ -178,6 +178,8 @@ class ForecastNet(nn.Module):
     def to_own_layout(self, name: str, value: torch.Tensor) -> torch.Tensor:
         """This model's tensor `name` (parameter, buffer, gradient or optimiser moment) made from
         `value`, the tensor of the all-taps layout named `all_taps_name(name)`."""
+        if name.startswith("encoder."):
+            return self.encoder.to_own_layout(name.removeprefix("encoder."), value)
         if self.adaptive is None or not name.startswith("adaptive."):
             return value.clone()
         return self.adaptive.to_own_layout(name.removeprefix("adaptive."), value)

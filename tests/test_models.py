@@ -60,6 +60,9 @@ def test_last_position_layers_keep_only_the_centre_tap() -> None:
                       (1, True, (1, 320, 64, 1)), (1, True, (1, 320, 320, 1))]
     assert [bank.count for bank in build_model("fsnet", fast=False).adaptive.banks] == [20, 1, 1]
     assert [bank.count for bank in build_model("fsnet", seq_len=96).adaptive.banks] == [14, 6, 1, 1]
+    plain = [conv.kernel_size[0] for conv in build_model("ogd").encoder.convs]
+    assert plain == [3] * 12 + [1] * 10
+    assert [conv.kernel_size[0] for conv in build_model("ogd", fast=False).encoder.convs] == [3] * 22
 
 
 def test_every_preset_builds_and_forecasts() -> None:
