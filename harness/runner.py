@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import resource
 import tempfile
 import time
@@ -31,6 +32,10 @@ from harness.metrics import cumulative_curve, stream_metrics
 from harness.protocol import online_step, warm_up
 
 CHECKPOINT_VERSION = 2  # 2: last-position adaptive layers keep only the centre tap
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: missing, unreadable, or written for another trial or version."""
 
 
 def rss_mb() -> float:
@@ -198,8 +203,11 @@ class TrialRunner:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state_dict() of a runner built with the same config."""
-        if state.get("version") != CHECKPOINT_VERSION or state["config"] != self.config:
-            raise ValueError("checkpoint was written for a different trial configuration")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint format version {state.get('version')} is not this code's "
+                                  f"version {CHECKPOINT_VERSION}; rerun the trial from the start")
+        if state.get("config") != self.config:
+            raise CheckpointError("checkpoint was written for a different trial configuration")
         self.n_steps = state["n_steps"]
         self.step, self.warmed_up = state["step"], state["warmed_up"]
         self.warmup_report = state["warmup_report"]
@@ -231,5 +239,11 @@ class TrialRunner:
             raise
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore from a file written by save()."""
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        """Restore from a file written by save(); CheckpointError when it cannot be resumed."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is not a trial checkpoint")
+        self.load_state_dict(state)

@@ -23,7 +23,7 @@ from fsnet_models import KnobError, applicable_knobs, parse_knob_value, resolve_
 from fsnet_models.knobs import format_knob_table
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail, interrupted
-from harness.runner import TrialRunner
+from harness.runner import CheckpointError, TrialRunner
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         result = run(args)
-    except (KnobError, DataError) as exc:
+    except (KnobError, DataError, CheckpointError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
         return interrupted()

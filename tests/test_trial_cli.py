@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from fsnet_models import KNOBS
 from harness.trial import main
@@ -73,6 +74,24 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
     assert status == 2
     assert out == ""
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def test_unusable_checkpoints_are_refused_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    common = ["--preset", "ogd", "--max-steps", "5", "--epochs", "0"]
+    good = tmp_path / "run.pt"
+    assert run_cli(capsys, *common, "--checkpoint", str(good), "--json")[0] == 0
+    old = tmp_path / "old.pt"
+    state = torch.load(good, weights_only=False)
+    torch.save({**state, "version": 1}, old)
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    cases = [(old, "format version 1"), (tmp_path / "missing.pt", "cannot read checkpoint"),
+             (tmp_path / "text.pt", "cannot read checkpoint")]
+    for path, needle in cases:
+        status, out, err = run_cli(capsys, *common, "--resume", str(path))
+        assert status == 2 and out == "", path
+        assert err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+    other = run_cli(capsys, "--preset", "fsnet", "--max-steps", "5", "--epochs", "0", "--resume", str(good))
+    assert other[0] == 2 and "different trial configuration" in other[2]
 
 
 def test_module_entry_point_runs_as_a_process() -> None:
