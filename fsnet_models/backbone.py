@@ -7,9 +7,11 @@ Linear(320 -> pred_len * n_out).
 Exact pruning: a block whose dilation is >= the window length reaches only zero padding with
 its outer taps, so each output position is the centre tap applied to the same position; the
 head reads only the last position, so from the first such block on only the last position is
-computed, as the centre-tap vector (zeros on the outer taps) times the whole weight viewed as a
-contiguous [out, in * k] matrix, so the outer taps' gradients are exact zeros, as in the full
-network. The fast path also calls oneDNN's convolution directly (fsnet_models.kernels).
+computed, as a matrix-vector product. Those layers' outer-tap weights only ever meet zero
+padding (their gradients are exact zeros in the full network), so the fast path keeps only the
+centre tap of them: kernel-1 plain convs here (`centre_tap_conv`), centre-only adaptive banks in
+fsnet_models.adaptive; `to_own_layout` maps a full network's tensors into this layout. The fast
+path also calls oneDNN's convolution directly (fsnet_models.kernels).
 `fast=False` is the straightforward network (F.conv1d, every position), for the equality tests.
 """
 
