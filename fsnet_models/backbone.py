@@ -10,8 +10,14 @@ head reads only the last position, so from the first such block on only the last
 computed, as a matrix-vector product. Those layers' outer-tap weights only ever meet zero
 padding (their gradients are exact zeros in the full network), so the fast path keeps only the
 centre tap of them: kernel-1 plain convs here (`centre_tap_conv`), centre-only adaptive banks in
-fsnet_models.adaptive; `to_own_layout` maps a full network's tensors into this layout. The fast
-path also calls oneDNN's convolution directly (fsnet_models.kernels).
+fsnet_models.adaptive; `to_own_layout` maps a full network's tensors into this layout.
+
+Before that point, block i (dilation d = 2**i) is needed only at the positions T-1, T-1-2d, ...
+and its input only at T-1, T-1-d, ...: a dilated conv evaluated on one residue class of
+positions reads only that class, so each full-length block runs as dilation-1 convs on the
+subsequence it needs, and hands every second position on (48 -> 24 -> 12 -> 6 -> 3 -> 2 -> 1
+positions for T = 48). Exact: the positions left out never reach the output. The fast path also
+calls oneDNN's convolution directly (fsnet_models.kernels).
 `fast=False` is the straightforward network (F.conv1d, every position), for the equality tests.
 """
 
@@ -155,8 +161,28 @@ class Encoder(nn.Module):
             if i == self.prune_from:
                 h, last_only = h[:, :, -1:], True
             proj = self.projectors[str(i)] if str(i) in self.projectors else None
+            if self.fast and not last_only:
+                h = self._needed_positions_block(h, convs[2 * i], convs[2 * i + 1], proj)
+                continue
             residual = h if proj is None else proj(h)
             h = dilated_conv(F.gelu(h), convs[2 * i], dilation, last_only, self.fast)
             h = dilated_conv(F.gelu(h), convs[2 * i + 1], dilation, last_only, self.fast)
             h = h + residual
         return self.repr_dropout(h[:, :, -1])
+
+    @staticmethod
+    def _needed_positions_block(h: torch.Tensor, conv1: ConvParams, conv2: ConvParams,
+                                proj: nn.Module | None) -> torch.Tensor:
+        """One full-length block on the positions the last position depends on (exact).
+
+        h [B, C, n] holds the block's input at the positions p = T-1, T-1-d, T-1-2d, ... (d =
+        2**i, the block's dilation; all T positions for block 0). A conv of dilation d at those
+        positions reads only those positions (and zero padding past either end), so it is a
+        dilation-1 conv of h. The next block needs the output only at every second of them,
+        ending at T-1; returns those [B, C_out, ceil(n / 2)].
+        """
+        keep = slice((h.shape[-1] - 1) % 2, None, 2)
+        residual = (h if proj is None else proj(h))[:, :, keep]
+        h = dilated_conv(F.gelu(h), conv1, 1, False)
+        h = dilated_conv(F.gelu(h), conv2, 1, False)[:, :, keep]
+        return h + residual

@@ -53,6 +53,29 @@ def test_pruned_network_equals_full_network_with_gradients(preset: str) -> None:
         assert torch.count_nonzero(convs[-1].weight.grad[:, :, [0, 2]]) == 0
 
 
+@pytest.mark.parametrize("seq_len", [36, 61, 96])
+def test_needed_positions_path_is_exact_for_other_window_lengths(seq_len: int) -> None:
+    """Full-length blocks run on the positions the last one depends on; odd lengths included."""
+    for preset in ("ogd", "fsnet"):
+        models = []
+        for fast in (False, True):
+            torch.manual_seed(1)
+            models.append(build_model(preset, fast=fast, seq_len=seq_len))
+        x = torch.randn(3, seq_len, 8)
+        outs = []
+        for model in models:
+            model.eval()
+            model.begin_step()
+            outs.append(model(x))
+            outs[-1].square().sum().backward()
+        full, fast = models
+        assert torch.allclose(outs[0], outs[1], atol=1e-5), (preset, seq_len)
+        full_params = dict(full.named_parameters())
+        for name, param in fast.named_parameters():
+            expected = fast.to_own_layout(name, full_params[fast.all_taps_name(name)].grad)
+            assert torch.allclose(param.grad, expected, atol=1e-5, rtol=1e-4), (preset, seq_len, name)
+
+
 def test_last_position_layers_keep_only_the_centre_tap() -> None:
     model = build_model("fsnet")
     shapes = [(bank.count, bank.centre_only, tuple(bank.weight.shape)) for bank in model.adaptive.banks]
