@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsnet_models.backbone import ConvParams
+from fsnet_models.backbone import ConvParams, centre_tap
 from fsnet_models.memory import normalize_memory, read_and_write, slot_mean_squared_cosine
 
 
@@ -117,8 +117,7 @@ def select_layers(name: str, value: torch.Tensor, layers: torch.Tensor, centre_o
         return value.clone()
     part = value.index_select(1 if leaf in PER_LAYER_ON_DIM_1 else 0, layers.to(value.device))
     if centre_only and leaf in CENTRE_SLICED:
-        centre = kernel // 2
-        part = part[..., centre:centre + 1] if leaf == "weight" else part[:, centre::kernel]
+        part = centre_tap(part) if leaf == "weight" else part[:, kernel // 2::kernel]
     return part.contiguous()
 
 

@@ -74,29 +74,31 @@ def dilated_conv(x: torch.Tensor, params: ConvParams, dilation: int, last_only: 
     """Same-padded dilated conv1d of x [B, in, T] -> [B, out, T] (T = 1 in `last_only` mode).
 
     `last_only`: x holds only the last position and the dilation reaches past the window, so
-    the conv is the centre tap alone (exact); the weight is [out, in, k], or [out, in, 1] when
-    only the centre tap is kept. The output scale, if any, multiplies bias too.
+    the conv is the centre tap alone (exact), and the weight is that tap alone, [out, in, 1]
+    (a centre-only adaptive bank or a `centre_tap_conv`). The output scale, if any, multiplies
+    bias too.
     """
-    weight, bias, centre = params.weight, params.bias, params.weight.shape[-1] // 2
+    weight, bias = params.weight, params.bias
     if last_only:
         vec = x[:, :, 0] if params.centre_in_scale is None else x[:, :, 0] * params.centre_in_scale
-        if weight.shape[-1] > 1:
-            # the vector placed on the centre tap, zeros on the others, times the whole weight as
-            # a contiguous [out, in * k] matrix: no strided copy of the centre slice in the forward
-            # and no zero-filled slice gradient in the backward (the outer taps' gradients are 0 * g)
-            vec = F.pad(vec.unsqueeze(-1), (centre, weight.shape[-1] - 1 - centre)).flatten(1)
-        # a weight [out, in, 1] holds the centre tap alone (a centre-only adaptive bank)
         vec = F.linear(vec, weight.reshape(weight.shape[0], -1))
         if params.centre_out_scale is not None:
             vec = vec * params.centre_out_scale
         y = (vec if bias is None else vec + bias).unsqueeze(-1)
     else:
-        padding = dilation * centre
+        padding = dilation * (weight.shape[-1] // 2)
         y = (conv1d(x, weight, bias, padding, dilation) if fast
              else F.conv1d(x, weight, bias, padding=padding, dilation=dilation))
     if params.out_scale is not None:
         y = y * params.out_scale[:, None]
     return y
+
+
+def centre_tap(weight: torch.Tensor) -> torch.Tensor:
+    """The centre tap of a conv weight [..., k] as a contiguous [..., 1] tensor (also its
+    gradients and optimiser moments, which share the shape)."""
+    tap = weight.shape[-1] // 2
+    return weight[..., tap:tap + 1].contiguous()
 
 
 def centre_tap_conv(conv: nn.Conv1d) -> nn.Conv1d:
@@ -105,8 +107,7 @@ def centre_tap_conv(conv: nn.Conv1d) -> nn.Conv1d:
     with torch.random.fork_rng(devices=[]):
         centre = nn.Conv1d(conv.in_channels, conv.out_channels, 1)
     with torch.no_grad():
-        tap = conv.kernel_size[0] // 2
-        centre.weight.copy_(conv.weight[..., tap:tap + 1])
+        centre.weight.copy_(centre_tap(conv.weight))
         centre.bias.copy_(conv.bias)
     return centre
 
@@ -141,7 +142,7 @@ class Encoder(nn.Module):
         parts = name.split(".")
         if self.convs is not None and parts[0] == "convs" and parts[-1] == "weight" and value.dim() == 3:
             if self.convs[int(parts[1])].kernel_size[0] == 1:
-                return value[..., KERNEL // 2:KERNEL // 2 + 1].contiguous()
+                return centre_tap(value)
         return value.clone()
 
     def plain_params(self) -> list[ConvParams]:
