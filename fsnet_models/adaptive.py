@@ -253,8 +253,9 @@ class AdaptiveConvBank(nn.Module):
         scale = layers_of(f.reshape(self.count, self.out_channels))
         by_in = s.chunk_by == "in"
         if not self.centre_only:
-            # chunk_by 'in': W[:, i, t] * w[i, t]; chunk_by 'out': W[c, :, t] * w[c, t]
-            weights = layers_of(self.weight * w.unsqueeze(1 if by_in else 2))
+            # chunk_by 'in': W[:, i, t] * w[i, t]; chunk_by 'out': W[c, :, t] * w[c, t]. w is a
+            # strided slice of calib: the product with a contiguous copy is ~7x quicker (chunk_by 'in')
+            weights = layers_of(self.weight * w.contiguous().unsqueeze(1 if by_in else 2))
             return [ConvParams(weight, bias[j], scale[j]) for j, weight in enumerate(weights)]
         centres = layers_of(w[:, :, self.kernel // 2])
         return [ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,

@@ -9,14 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from fsnet_models.adaptive import layers_of, normalize_over_inputs
-from fsnet_models.kernels import conv1d, native_eltwise
+from fsnet_models.kernels import ATEN_CONV_MAX_BATCH, conv1d, native_eltwise
 from harness.allocator import keep_freed_memory
 
 
+@pytest.mark.parametrize("batch", [1, ATEN_CONV_MAX_BATCH + 1])  # aten's conv, then oneDNN's
 @pytest.mark.parametrize("dilation", [1, 4, 32])
-def test_direct_onednn_conv_equals_conv1d_with_gradients(dilation: int) -> None:
+def test_conv1d_equals_f_conv1d_with_gradients(dilation: int, batch: int) -> None:
     torch.manual_seed(0)
-    x = torch.randn(2, 64, 48, requires_grad=True)
+    x = torch.randn(batch, 64, 48, requires_grad=True)
     weight = torch.randn(32, 64, 3, requires_grad=True)
     bias = torch.randn(32, requires_grad=True)
     ours = conv1d(x, weight, bias, dilation, dilation)
