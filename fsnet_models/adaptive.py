@@ -344,7 +344,7 @@ class AdaptiveConvBank(nn.Module):
         self.e_fast.lerp_(g, 1 - s.f_gamma)
         if online and s.memory:
             cosine = cosine_rows(self.e_fast, self.e_slow)
-            self.trigger |= cosine < self._trigger_threshold(cosine)
+            self.trigger.logical_or_(cosine < self._trigger_threshold(cosine))  # in place, no Module.__setattr__
         self.e_slow.lerp_(g, 1 - s.gamma)
         if s.grad_second_moment:
             self.e_square.mul_(s.gamma).addcmul_(g, g, value=1 - s.gamma)

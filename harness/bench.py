@@ -1,20 +1,22 @@
 """Benchmark of the online step: `python -m harness.bench [--presets ...] [--steps N] [--full] [--json]`.
 
-For each preset, in this one process and one after the other: warm-up training (untimed),
-50 untimed online steps, then the same stretch of the online stream (default 1000 steps) timed;
-prints ms per online step, steps per second, the process's RSS and peak RSS, each preset's step
-time relative to `ogd` measured in the same run, and "ctrl ms": the controllers' matrix products
-alone (harness.floor), a lower bound on what the adaptive layers add to a step. `--full` times
-whole trials instead (warm-up included, every online step). A benchmark, not a test: the
-figures move by 10-20% from run to run on shared machines; compare ratios measured in the same
-run.
-"""
+For each preset, in this one process: warm-up training (untimed) and 50 untimed online steps;
+then the presets take turns, 50 online steps each, until each has run the timed stretch
+(default 1000 steps), so that a slow minute of a shared machine falls on every preset alike.
+Prints ms per online step (the mean over the stretch, and the median of its 50-step parts),
+steps per second, the process's RSS and peak RSS (every preset's runner is resident), each
+preset's step time relative to `ogd`'s, and "ctrl ms": the controllers' matrix products alone
+(harness.floor), a lower bound on what the adaptive layers add to a step. `--full` times whole
+trials instead, one preset after the other (warm-up included, every online step), with each
+trial's RSS. A benchmark, not a test: the figures move by 10-30% from run to run on shared
+machines; compare ratios measured in the same run."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -32,40 +34,74 @@ from harness.trial import pick_device
 
 DEFAULT_PRESETS = ("ogd", "er", "derpp", "nomem", "fsnet_bug", "fsnet", "advanced", "ultra")
 UNTIMED_STEPS = 50
+STRETCH = 50  # online steps a preset runs before the next one takes its turn
 
 
-def bench_preset(preset: str, steps: int, full: bool, epochs: int | None, device: str, seed: int) -> dict[str, Any]:
-    """Time one preset; returns its figures (ms_per_step, steps_per_s, memory, trial seconds when full)."""
+def make_runner(preset: str, steps: int | None, epochs: int | None, device: str, seed: int) -> TrialRunner:
+    """A runner of `preset` for `steps` online steps (None: the whole stream)."""
     overrides: dict[str, Any] = {"seed": seed}
     if epochs is not None and preset != "persistence":
         overrides["epochs"] = epochs
     config = resolve_config(preset, overrides)
     data = prepare_data(config["dataset"], config["features"], config["target"], config["seq_len"], config["pred_len"])
+    return TrialRunner(config, data, device=device, max_steps=steps)
+
+
+def bench_full(preset: str, epochs: int | None, device: str, seed: int) -> dict[str, Any]:
+    """Time one whole trial of `preset` (warm-up and every online step); returns its figures."""
     started = time.perf_counter()
-    runner = TrialRunner(config, data, device=device, max_steps=None if full else UNTIMED_STEPS + steps)
+    runner = make_runner(preset, None, epochs, device, seed)
     runner.run_warmup()
-    if full:
-        runner.run_online()
-        timed_steps, online = runner.step, runner.online_seconds
-    else:
+    runner.run_online()
+    result = figures(preset, runner, runner.step, runner.online_seconds, [])
+    result.update(trial_seconds=time.perf_counter() - started, mse=runner.metrics()["mse"],
+                  rss_mb_at_10pct=runner.rss_at_10pct)
+    return result
+
+
+def bench_interleaved(presets: Sequence[str], steps: int, epochs: int | None, device: str, seed: int,
+                      progress: bool) -> list[dict[str, Any]]:
+    """Time `steps` online steps of every preset, the presets taking turns in STRETCH-step parts."""
+    runners = {}
+    for preset in presets:
+        runner = make_runner(preset, UNTIMED_STEPS + steps, epochs, device, seed)
+        if runner.n_steps < UNTIMED_STEPS + steps:
+            raise KnobError(f"--steps {steps} is longer than the stream allows: at most "
+                            f"{runner.n_steps - UNTIMED_STEPS} after the {UNTIMED_STEPS} untimed steps")
+        runner.run_warmup()
         runner.run_online(UNTIMED_STEPS)
-        before = runner.online_seconds
-        runner.run_online(steps)
-        timed_steps, online = steps, runner.online_seconds - before
-    result = {
+        runners[preset] = runner
+    parts: dict[str, list[tuple[float, int]]] = {preset: [] for preset in presets}
+    done = 0
+    while done < steps:
+        count = min(STRETCH, steps - done)
+        for preset, runner in runners.items():
+            before = runner.online_seconds
+            runner.run_online(count)
+            parts[preset].append((runner.online_seconds - before, count))
+        done += count
+        if progress:
+            print(f"{done}/{steps} steps each", file=sys.stderr, flush=True)
+    return [figures(preset, runner, steps, sum(seconds for seconds, _ in parts[preset]), parts[preset])
+            for preset, runner in runners.items()]
+
+
+def figures(preset: str, runner: TrialRunner, steps: int, seconds: float,
+            parts: list[tuple[float, int]]) -> dict[str, Any]:
+    """One preset's row: ms/step (mean; median of the parts, if any), steps/s, memory, ctrl ms."""
+    row = {
         "preset": preset,
-        "steps": timed_steps,
-        "ms_per_step": 1000 * online / timed_steps,
-        "steps_per_s": timed_steps / online,
+        "steps": steps,
+        "ms_per_step": 1000 * seconds / steps,
+        "steps_per_s": steps / seconds,
         "rss_mb": rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
         "warmup_seconds": runner.warmup_seconds,
         "controller_products_ms": controller_products_ms(runner.model),
     }
-    if full:
-        result.update(trial_seconds=time.perf_counter() - started, mse=runner.metrics()["mse"],
-                      rss_mb_at_10pct=runner.rss_at_10pct)
-    return result
+    if parts:
+        row["ms_per_step_median"] = 1000 * statistics.median(part / count for part, count in parts)
+    return row
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -78,7 +114,7 @@ def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> 
     """The figures as a text table."""
     head = f"torch {env['torch']}, {env['threads']} thread(s), device {env['device']}"
     cols = ["preset", "ms/step", "steps/s", "x ogd", "ctrl ms", "RSS MiB", "peak RSS MiB"] + (
-        ["trial s", "RSS@10% MiB", "mse"] if full else [])
+        ["trial s", "RSS@10% MiB", "mse"] if full else ["median ms"])
     lines = [head, "  ".join(f"{c:>12s}" for c in cols)]
     for r in rows:
         ratio = "n/a" if r["ratio_to_ogd"] is None else f"{r['ratio_to_ogd']:.2f}"
@@ -86,6 +122,8 @@ def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> 
                  f"{r['controller_products_ms']:.2f}", f"{r['rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
         if full:
             cells += [f"{r['trial_seconds']:.1f}", f"{r['rss_mb_at_10pct']:.0f}", f"{r['mse']:.4f}"]
+        else:
+            cells.append(f"{r['ms_per_step_median']:.2f}")
         lines.append("  ".join(f"{c:>12s}" for c in cells))
     return "\n".join(lines)
 
@@ -117,11 +155,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         device = pick_device(args.device)
         epochs = args.epochs if args.epochs is not None else (None if args.full else 1)
-        rows = []
-        for preset in presets:
-            rows.append(bench_preset(preset, args.steps, args.full, epochs, device, args.seed))
-            if not args.json:
-                print(f"{preset}: {rows[-1]['ms_per_step']:.2f} ms/step", file=sys.stderr, flush=True)
+        if args.full:
+            rows = []
+            for preset in presets:
+                rows.append(bench_full(preset, epochs, device, args.seed))
+                if not args.json:
+                    print(f"{preset}: {rows[-1]['trial_seconds']:.1f} s", file=sys.stderr, flush=True)
+        else:
+            rows = bench_interleaved(presets, args.steps, epochs, device, args.seed, progress=not args.json)
     except (KnobError, DataError) as exc:
         return fail(exc)
     base = rows[0]["ms_per_step"]

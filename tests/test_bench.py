@@ -18,6 +18,7 @@ def test_bench_json_has_a_row_per_preset_with_ratio(capsys: pytest.CaptureFixtur
             assert key in r, key
         assert r["steps"] == 5 and r["ms_per_step"] > 0
         assert r["steps_per_s"] == pytest.approx(1000 / r["ms_per_step"])
+        assert r["ms_per_step_median"] == pytest.approx(r["ms_per_step"])  # one 5-step part
     assert rows[0]["ratio_to_ogd"] == 1.0
     assert rows[1]["ratio_to_ogd"] == pytest.approx(rows[1]["ms_per_step"] / rows[0]["ms_per_step"])
     assert rows[0]["controller_products_ms"] == 0.0 and rows[1]["controller_products_ms"] > 0
@@ -27,3 +28,32 @@ def test_bench_refuses_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["--presets", "fsnet9", "--json"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fsnet9" in err
+
+
+def test_bench_refuses_a_stretch_longer_than_the_stream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--presets", "persistence", "--steps", "20000", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "--steps 20000" in captured.err
+
+
+def test_bench_interleaves_the_presets_in_stretches(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Each preset runs STRETCH steps, then the next one does; every timed step is counted once."""
+    from harness import bench
+    from harness.runner import TrialRunner
+
+    monkeypatch.setattr(bench, "STRETCH", 3)
+    turns: list[tuple[str, int | None]] = []
+    run_online = TrialRunner.run_online
+
+    def recording(self: TrialRunner, steps: int | None = None) -> int:
+        turns.append((self.config["preset"], steps))
+        return run_online(self, steps)
+
+    monkeypatch.setattr(TrialRunner, "run_online", recording)
+    assert main(["--presets", "persistence", "--steps", "7", "--epochs", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    untimed = [("ogd", bench.UNTIMED_STEPS), ("persistence", bench.UNTIMED_STEPS)]
+    timed = [("ogd", 3), ("persistence", 3), ("ogd", 3), ("persistence", 3), ("ogd", 1), ("persistence", 1)]
+    assert turns == untimed + timed
+    assert [r["steps"] for r in rows] == [7, 7]
