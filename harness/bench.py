@@ -71,6 +71,8 @@ def bench_interleaved(presets: Sequence[str], steps: int, epochs: int | None, de
         runner.run_warmup()
         runner.run_online(UNTIMED_STEPS)
         runners[preset] = runner
+        if progress:
+            print(f"{preset}: warmed up ({runner.warmup_seconds:.1f} s)", file=sys.stderr, flush=True)
     parts: dict[str, list[tuple[float, int]]] = {preset: [] for preset in presets}
     done = 0
     while done < steps:
