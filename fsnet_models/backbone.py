@@ -16,8 +16,8 @@ Before that point, block i (dilation d = 2**i) is needed only at the positions T
 and its input only at T-1, T-1-d, ...: a dilated conv evaluated on one residue class of
 positions reads only that class, so each full-length block runs as dilation-1 convs on the
 subsequence it needs, and hands every second position on (48 -> 24 -> 12 -> 6 -> 3 -> 2 -> 1
-positions for T = 48). Exact: the positions left out never reach the output. The fast path also
-calls oneDNN's convolution directly (fsnet_models.kernels).
+positions for T = 48). Exact: the positions left out never reach the output. The fast path
+picks its conv kernel by batch size (fsnet_models.kernels.conv1d).
 `fast=False` is the straightforward network (F.conv1d, every position), for the equality tests.
 """
 
