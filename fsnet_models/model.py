@@ -184,6 +184,11 @@ class ForecastNet(nn.Module):
             return value.clone()
         return self.adaptive.to_own_layout(name.removeprefix("adaptive."), value)
 
+    def state_from_all_taps(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This model's state_dict made from `state`, a state_dict of the all-taps layout (the
+        reference network, `fast=False`, of the same config)."""
+        return {name: self.to_own_layout(name, state[self.all_taps_name(name)]) for name in self.state_dict()}
+
     def memory_buffers(self) -> dict[str, torch.Tensor]:
         """Name -> tensor of the associative memories (restored with the best warm-up epoch)."""
         return {n: b for n, b in self.named_buffers() if n.endswith(".memory")}

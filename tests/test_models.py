@@ -23,9 +23,7 @@ def test_pruned_network_equals_full_network_with_gradients(preset: str) -> None:
     full.begin_step()
     full(x).square().sum().backward()
     full.end_step()
-    full_state = full.state_dict()
-    pruned.load_state_dict({name: pruned.to_own_layout(name, full_state[pruned.all_taps_name(name)])
-                            for name in pruned.state_dict()})
+    pruned.load_state_dict(pruned.state_from_all_taps(full.state_dict()))
     full.zero_grad(set_to_none=True)
     outs = []
     for model in (full, pruned):

@@ -144,8 +144,7 @@ def state_in_fast_layout(reference: TrialRunner, fast: TrialRunner) -> dict:
     (the fast model keeps only the centre tap of the last-position layers; see AdaptiveLayers)."""
     state = reference.state_dict()
     model = fast.model
-    state["model"] = {name: model.to_own_layout(name, state["model"][model.all_taps_name(name)])
-                      for name in model.state_dict()}
+    state["model"] = model.state_from_all_taps(state["model"])
     if state["optimizer"] is not None:
         ref_index = {name: i for i, (name, _) in enumerate(reference.model.named_parameters())}
         moments, names = state["optimizer"]["state"], [name for name, _ in model.named_parameters()]
