@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings, sqrt_nonnegative
-from fsnet_models.memory import read_and_write, slot_mean_squared_cosine
+from fsnet_models.memory import (
+    diversity_kernel,
+    diversity_step,
+    normalize_memory,
+    read_and_write,
+    slot_mean_squared_cosine,
+)
 
 G, C, K = 3, 8, 3  # layers, channels (square), kernel
 
@@ -298,6 +304,19 @@ def test_diversity_penalty_lowers_the_slots_mean_squared_cosine() -> None:
     diverse = read_and_write(memory, query, torch.full((1,), 0.5), 2, 1, 0.75, False, 0.1)
     assert slot_mean_squared_cosine(diverse.memory) < slot_mean_squared_cosine(plain.memory)
     assert float(torch.linalg.matrix_norm(diverse.memory)) <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("slots", [2, 5, 32])
+def test_diversity_kernel_gives_autograds_gradient(slots: int) -> None:
+    torch.manual_seed(slots)
+    memory = torch.randn(3, 40, slots, dtype=torch.float64)
+    memory[1] *= 1e-3  # short slots: the normalisation's gradient matters more
+    memory[2, :, 0] = 0.0  # a zero slot: below the 1e-8 clamp
+    leaf = memory.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(slot_mean_squared_cosine(leaf).sum(), leaf)
+    assert torch.allclose(memory @ diversity_kernel(memory), expected, rtol=1e-10, atol=1e-12)
+    step = diversity_step(memory, 0.1)
+    assert torch.allclose(step, normalize_memory(memory - 0.1 * expected), rtol=1e-10, atol=1e-12)
 
 
 def test_slot_mean_squared_cosine_matches_pairwise_definition() -> None:
