@@ -5,8 +5,11 @@ then the presets take turns, 50 online steps each, until each has run the timed 
 (default 1000 steps), so that a slow minute of a shared machine falls on every preset alike.
 Prints ms per online step (the mean over the stretch, and the median of its 50-step parts),
 steps per second, the process's RSS and peak RSS (every preset's runner is resident), each
-preset's step time relative to `ogd`'s, and "ctrl ms": the controllers' matrix products alone
-(harness.floor), a lower bound on what the adaptive layers add to a step. `--full` times whole
+preset's step time relative to `ogd`'s, "ctrl ms": the controllers' matrix products alone
+(harness.floor), "floor ms": those plus AdamW over the parameters the adaptive layers add and one
+pass over their gradient EMAs, a lower bound on what the adaptive layers add to a step, and
+"floor x ogd" = 1 + floor ms / ogd's ms per step: the lowest ratio to `ogd` reachable with these
+kernels. `--full` times whole
 trials instead, one preset after the other (warm-up included, every online step), with each
 trial's RSS. A benchmark, not a test: the figures move by 10-30% from run to run on shared
 machines; compare ratios measured in the same run."""
@@ -28,7 +31,7 @@ from data import DataError, prepare_data
 from fsnet_models import KnobError, resolve_config
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail
-from harness.floor import controller_products_ms
+from harness.floor import adapter_floor_ms, controller_products_ms
 from harness.runner import TrialRunner, peak_rss_mb, rss_mb
 from harness.trial import pick_device
 
@@ -100,6 +103,7 @@ def figures(preset: str, runner: TrialRunner, steps: int, seconds: float,
         "peak_rss_mb": peak_rss_mb(),
         "warmup_seconds": runner.warmup_seconds,
         "controller_products_ms": controller_products_ms(runner.model),
+        "adapter_floor_ms": adapter_floor_ms(runner.model),
     }
     if parts:
         row["ms_per_step_median"] = 1000 * statistics.median(part / count for part, count in parts)
@@ -115,13 +119,15 @@ def environment(device: str) -> dict[str, Any]:
 def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> str:
     """The figures as a text table."""
     head = f"torch {env['torch']}, {env['threads']} thread(s), device {env['device']}"
-    cols = ["preset", "ms/step", "steps/s", "x ogd", "ctrl ms", "RSS MiB", "peak RSS MiB"] + (
+    cols = ["preset", "ms/step", "steps/s", "x ogd", "ctrl ms", "floor ms", "floor x ogd", "RSS MiB",
+            "peak RSS MiB"] + (
         ["trial s", "RSS@10% MiB", "mse"] if full else ["median ms"])
     lines = [head, "  ".join(f"{c:>12s}" for c in cols)]
     for r in rows:
         ratio = "n/a" if r["ratio_to_ogd"] is None else f"{r['ratio_to_ogd']:.2f}"
         cells = [r["preset"], f"{r['ms_per_step']:.2f}", f"{r['steps_per_s']:.1f}", ratio,
-                 f"{r['controller_products_ms']:.2f}", f"{r['rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+                 f"{r['controller_products_ms']:.2f}", f"{r['adapter_floor_ms']:.2f}",
+                 f"{r['floor_ratio_to_ogd']:.2f}", f"{r['rss_mb']:.0f}", f"{r['peak_rss_mb']:.0f}"]
         if full:
             cells += [f"{r['trial_seconds']:.1f}", f"{r['rss_mb_at_10pct']:.0f}", f"{r['mse']:.4f}"]
         else:
@@ -170,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = rows[0]["ms_per_step"]
     for r in rows:
         r["ratio_to_ogd"] = r["ms_per_step"] / base
+        r["floor_ratio_to_ogd"] = 1 + r["adapter_floor_ms"] / base
     env = environment(device)
     if args.json:
         print(json.dumps([{**r, **env} for r in rows]))

@@ -9,6 +9,14 @@ so do the weights (AdamW), so none of this can be cached across steps. Timed alo
 data of the model's real shapes and hot in cache, the sum is a lower bound on what the adaptive
 layers add to an online step, not an estimate of it (the EMAs, the memory and the larger AdamW
 come on top).
+
+`adapter_floor_ms` adds the other work that the adaptive layers cannot skip, each timed the same
+way: one fused AdamW step over the parameters they add to a plain network (everything in the
+banks but the conv weights and biases, which `ogd` has too), and one pass (`lerp_`) over each
+gradient EMA value. An exact step of an FSNet-family preset costs at least an `ogd` step (the
+same backbone, forward and backward, and AdamW over the same conv weights) plus this floor, so
+1 + floor / ogd's step time is the lowest ratio to `ogd` that any implementation with these
+kernels can reach while `ogd` keeps its speed.
 """
 
 from __future__ import annotations
@@ -65,3 +73,54 @@ def _bank_products_ms(bank: AdaptiveConvBank, repeats: int) -> float:
         input_grad = _best_ms(lambda: torch.bmm(hidden_grad, square.transpose(1, 2)), repeats, device)
         total += 2 * (forward + weight_grad + input_grad)
     return total
+
+
+SHARED_WITH_PLAIN = ("weight", "beta")  # bank parameters a plain network has too (conv weights, biases)
+GRADIENT_EMAS = ("e_fast", "e_slow", "e_square")
+
+
+def adapter_floor_ms(model: nn.Module, repeats: int = 20) -> float:
+    """Milliseconds per step that the adaptive layers of `model` add to a plain network at least.
+
+    The controllers' products (`controller_products_ms`), one fused AdamW step over the values
+    of the parameters the banks add, and one `lerp_` over every gradient EMA value, each timed
+    hot in cache. 0.0 for models without adaptive layers.
+    """
+    if getattr(model, "adaptive", None) is None:
+        return 0.0
+    device = next(model.parameters()).device
+    return (controller_products_ms(model, repeats) + _adamw_ms(added_parameter_values(model), repeats, device)
+            + _lerp_ms(gradient_ema_values(model), repeats, device))
+
+
+def added_parameter_values(model: nn.Module) -> int:
+    """Number of parameter values the adaptive banks of `model` add to a plain network (0 if none)."""
+    adaptive = getattr(model, "adaptive", None)
+    if adaptive is None:
+        return 0
+    return sum(p.numel() for bank in adaptive.banks for name, p in bank.named_parameters()
+               if name not in SHARED_WITH_PLAIN)
+
+
+def gradient_ema_values(model: nn.Module) -> int:
+    """Number of gradient-EMA values (fast, slow, second moment) the adaptive banks of `model` keep."""
+    adaptive = getattr(model, "adaptive", None)
+    if adaptive is None:
+        return 0
+    return sum(t.numel() for bank in adaptive.banks for name, t in bank.named_buffers() if name in GRADIENT_EMAS)
+
+
+def _adamw_ms(values: int, repeats: int, device: torch.device) -> float:
+    """One fused AdamW step over one parameter of `values` values, in milliseconds."""
+    param = nn.Parameter(torch.randn(values, device=device))
+    param.grad = torch.randn_like(param)
+    optimizer = torch.optim.AdamW([param], lr=1e-3, fused=True)
+    return _best_ms(optimizer.step, repeats, device)
+
+
+def _lerp_ms(values: int, repeats: int, device: torch.device) -> float:
+    """One in-place lerp_ over `values` values (an EMA update), in milliseconds."""
+    state = torch.zeros(values, device=device)
+    update = torch.randn(values, device=device)
+    with torch.no_grad():
+        return _best_ms(lambda: state.lerp_(update, 0.1), repeats, device)

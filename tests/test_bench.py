@@ -22,6 +22,9 @@ def test_bench_json_has_a_row_per_preset_with_ratio(capsys: pytest.CaptureFixtur
     assert rows[0]["ratio_to_ogd"] == 1.0
     assert rows[1]["ratio_to_ogd"] == pytest.approx(rows[1]["ms_per_step"] / rows[0]["ms_per_step"])
     assert rows[0]["controller_products_ms"] == 0.0 and rows[1]["controller_products_ms"] > 0
+    assert rows[0]["adapter_floor_ms"] == 0.0 and rows[0]["floor_ratio_to_ogd"] == 1.0
+    assert rows[1]["adapter_floor_ms"] > rows[1]["controller_products_ms"]
+    assert rows[1]["floor_ratio_to_ogd"] == pytest.approx(1 + rows[1]["adapter_floor_ms"] / rows[0]["ms_per_step"])
 
 
 def test_bench_refuses_an_unknown_preset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -57,3 +60,17 @@ def test_bench_interleaves_the_presets_in_stretches(monkeypatch: pytest.MonkeyPa
     timed = [("ogd", 3), ("persistence", 3), ("ogd", 3), ("persistence", 3), ("ogd", 1), ("persistence", 1)]
     assert turns == untimed + timed
     assert [r["steps"] for r in rows] == [7, 7]
+
+
+@pytest.mark.parametrize("preset", ["fsnet", "ultra"])
+def test_floor_counts_exactly_what_the_adaptive_layers_add(preset: str) -> None:
+    """The AdamW part of the floor covers the parameters a plain (`ogd`) network does not have."""
+    from fsnet_models.factory import build_model
+    from harness.floor import added_parameter_values, gradient_ema_values
+
+    plain, adaptive = build_model("ogd"), build_model(preset)
+    total = sum(p.numel() for p in adaptive.parameters())
+    assert added_parameter_values(adaptive) == total - sum(p.numel() for p in plain.parameters())
+    assert added_parameter_values(plain) == 0 and gradient_ema_values(plain) == 0
+    per_ema = sum(bank.weight.numel() for bank in adaptive.adaptive.banks)  # one EMA value per live weight
+    assert gradient_ema_values(adaptive) == per_ema * (3 if preset == "ultra" else 2)
