@@ -9,10 +9,9 @@ preset's step time relative to `ogd`'s, "ctrl ms": the controllers' matrix produ
 (harness.floor), "floor ms": those plus AdamW over the parameters the adaptive layers add and one
 pass over their gradient EMAs, a lower bound on what the adaptive layers add to a step, and
 "floor x ogd" = 1 + floor ms / ogd's ms per step: the lowest ratio to `ogd` reachable with these
-kernels. `--full` times whole
-trials instead, one preset after the other (warm-up included, every online step), with each
-trial's RSS. A benchmark, not a test: the figures move by 10-30% from run to run on shared
-machines; compare ratios measured in the same run."""
+kernels. `--full` times whole trials instead, one preset after the other (warm-up included,
+every online step), with each trial's RSS. A benchmark, not a test: the figures move by 10-30%
+from run to run on shared machines; compare ratios measured in the same run."""
 
 from __future__ import annotations
 

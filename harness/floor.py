@@ -8,7 +8,7 @@ gradient in the backward. The input changes every step (it is an EMA of the newe
 so do the weights (AdamW), so none of this can be cached across steps. Timed alone, on random
 data of the model's real shapes and hot in cache, the sum is a lower bound on what the adaptive
 layers add to an online step, not an estimate of it (the EMAs, the memory and the larger AdamW
-come on top).
+come on top; `adapter_floor_ms` adds the least of the first and the last).
 
 `adapter_floor_ms` adds the other work that the adaptive layers cannot skip, each timed the same
 way: one fused AdamW step over the parameters they add to a plain network (everything in the
