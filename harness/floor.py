@@ -8,15 +8,15 @@ gradient in the backward. The input changes every step (it is an EMA of the newe
 so do the weights (AdamW), so none of this can be cached across steps. Timed alone, on random
 data of the model's real shapes and hot in cache, the sum is a lower bound on what the adaptive
 layers add to an online step, not an estimate of it (the EMAs, the memory and the larger AdamW
-come on top; `adapter_floor_ms` adds the least of the first and the last).
+come on top).
 
-`adapter_floor_ms` adds the other work that the adaptive layers cannot skip, each timed the same
-way: one fused AdamW step over the parameters they add to a plain network (everything in the
-banks but the conv weights and biases, which `ogd` has too), and one pass (`lerp_`) over each
-gradient EMA value. An exact step of an FSNet-family preset costs at least an `ogd` step (the
-same backbone, forward and backward, and AdamW over the same conv weights) plus this floor, so
-1 + floor / ogd's step time is the lowest ratio to `ogd` that any implementation with these
-kernels can reach while `ogd` keeps its speed.
+`adapter_floor_ms` adds the least of the EMA and AdamW work, which the adaptive layers cannot
+skip either, each timed the same way: one fused AdamW step over the parameters they add to a
+plain network (everything in the banks but the conv weights and biases, which `ogd` has too),
+and one pass (`lerp_`) over each gradient EMA value. An exact step of an FSNet-family preset
+costs at least an `ogd` step (the same backbone, forward and backward, and AdamW over the same
+conv weights) plus this floor, so 1 + floor / ogd's step time is the lowest ratio to `ogd` that
+any implementation with these kernels can reach while `ogd` keeps its speed.
 """
 
 from __future__ import annotations
