@@ -30,7 +30,7 @@ from data import DataError, prepare_data
 from fsnet_models import KnobError, resolve_config
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail
-from harness.floor import adapter_floor_ms, controller_products_ms
+from harness.floor import controller_products_ms, state_updates_ms
 from harness.runner import TrialRunner, peak_rss_mb, rss_mb
 from harness.trial import pick_device
 
@@ -92,7 +92,8 @@ def bench_interleaved(presets: Sequence[str], steps: int, epochs: int | None, de
 
 def figures(preset: str, runner: TrialRunner, steps: int, seconds: float,
             parts: list[tuple[float, int]]) -> dict[str, Any]:
-    """One preset's row: ms/step (mean; median of the parts, if any), steps/s, memory, ctrl ms."""
+    """One preset's row: ms/step (mean; median of the parts, if any), steps/s, memory, ctrl and floor ms."""
+    products = controller_products_ms(runner.model)
     row = {
         "preset": preset,
         "steps": steps,
@@ -101,8 +102,8 @@ def figures(preset: str, runner: TrialRunner, steps: int, seconds: float,
         "rss_mb": rss_mb(),
         "peak_rss_mb": peak_rss_mb(),
         "warmup_seconds": runner.warmup_seconds,
-        "controller_products_ms": controller_products_ms(runner.model),
-        "adapter_floor_ms": adapter_floor_ms(runner.model),
+        "controller_products_ms": products,
+        "adapter_floor_ms": products + state_updates_ms(runner.model),
     }
     if parts:
         row["ms_per_step_median"] = 1000 * statistics.median(part / count for part, count in parts)

@@ -10,13 +10,13 @@ data of the model's real shapes and hot in cache, the sum is a lower bound on wh
 layers add to an online step, not an estimate of it (the EMAs, the memory and the larger AdamW
 come on top).
 
-`adapter_floor_ms` adds the least of the EMA and AdamW work, which the adaptive layers cannot
-skip either, each timed the same way: one fused AdamW step over the parameters they add to a
-plain network (everything in the banks but the conv weights and biases, which `ogd` has too),
-and one pass (`lerp_`) over each gradient EMA value. An exact step of an FSNet-family preset
-costs at least an `ogd` step (the same backbone, forward and backward, and AdamW over the same
-conv weights) plus this floor, so 1 + floor / ogd's step time is the lowest ratio to `ogd` that
-any implementation with these kernels can reach while `ogd` keeps its speed.
+`state_updates_ms` times the least of the EMA and AdamW work, which the adaptive layers cannot
+skip either, the same way: one fused AdamW step over the parameters they add to a plain network
+(everything in the banks but the conv weights and biases, which `ogd` has too), and one pass
+(`lerp_`) over each gradient EMA value. An exact step of an FSNet-family preset costs at least
+an `ogd` step (the same backbone, forward and backward, and AdamW over the same conv weights)
+plus the floor (the products and these updates), so 1 + floor / ogd's step time is the lowest
+ratio to `ogd` that any implementation with these kernels can reach while `ogd` keeps its speed.
 """
 
 from __future__ import annotations
@@ -49,11 +49,14 @@ def controller_products_ms(model: nn.Module, repeats: int = 20) -> float:
 
     0.0 for models without adaptive layers. See the module docstring for what is counted.
     """
-    adaptive = getattr(model, "adaptive", None)
-    if adaptive is None:
-        return 0.0
     with torch.no_grad():
-        return sum(_bank_products_ms(bank, repeats) for bank in adaptive.banks)
+        return sum((_bank_products_ms(bank, repeats) for bank in adaptive_banks(model)), 0.0)
+
+
+def adaptive_banks(model: nn.Module) -> list[AdaptiveConvBank]:
+    """The adaptive conv banks of `model` (none for a model without adaptive layers)."""
+    adaptive = getattr(model, "adaptive", None)
+    return [] if adaptive is None else list(adaptive.banks)
 
 
 def _bank_products_ms(bank: AdaptiveConvBank, repeats: int) -> float:
@@ -79,35 +82,30 @@ SHARED_WITH_PLAIN = ("weight", "beta")  # bank parameters a plain network has to
 GRADIENT_EMAS = ("e_fast", "e_slow", "e_square")
 
 
-def adapter_floor_ms(model: nn.Module, repeats: int = 20) -> float:
-    """Milliseconds per step that the adaptive layers of `model` add to a plain network at least.
+def state_updates_ms(model: nn.Module, repeats: int = 20) -> float:
+    """Milliseconds per step of the state updates the adaptive layers of `model` add at least.
 
-    The controllers' products (`controller_products_ms`), one fused AdamW step over the values
-    of the parameters the banks add, and one `lerp_` over every gradient EMA value, each timed
-    hot in cache. 0.0 for models without adaptive layers.
+    One fused AdamW step over the values of the parameters the banks add and one `lerp_` over
+    every gradient EMA value, each timed hot in cache. 0.0 for models without adaptive layers.
+    With `controller_products_ms`, this makes the adapter's floor (see the module docstring).
     """
-    if getattr(model, "adaptive", None) is None:
+    if not adaptive_banks(model):
         return 0.0
     device = next(model.parameters()).device
-    return (controller_products_ms(model, repeats) + _adamw_ms(added_parameter_values(model), repeats, device)
+    return (_adamw_ms(added_parameter_values(model), repeats, device)
             + _lerp_ms(gradient_ema_values(model), repeats, device))
 
 
 def added_parameter_values(model: nn.Module) -> int:
     """Number of parameter values the adaptive banks of `model` add to a plain network (0 if none)."""
-    adaptive = getattr(model, "adaptive", None)
-    if adaptive is None:
-        return 0
-    return sum(p.numel() for bank in adaptive.banks for name, p in bank.named_parameters()
+    return sum(p.numel() for bank in adaptive_banks(model) for name, p in bank.named_parameters()
                if name not in SHARED_WITH_PLAIN)
 
 
 def gradient_ema_values(model: nn.Module) -> int:
     """Number of gradient-EMA values (fast, slow, second moment) the adaptive banks of `model` keep."""
-    adaptive = getattr(model, "adaptive", None)
-    if adaptive is None:
-        return 0
-    return sum(t.numel() for bank in adaptive.banks for name, t in bank.named_buffers() if name in GRADIENT_EMAS)
+    return sum(t.numel() for bank in adaptive_banks(model) for name, t in bank.named_buffers()
+               if name in GRADIENT_EMAS)
 
 
 def _adamw_ms(values: int, repeats: int, device: torch.device) -> float:
