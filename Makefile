@@ -4,8 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # CPU build of torch from this machine's local wheel; users with CUDA can override: make CONSTRAINTS=
 CONSTRAINTS ?= constraints-cpu.txt
-FSNET_DATA_DIR ?= $(abspath ../shared/data)
-export FSNET_DATA_DIR
+# Data: $FSNET_DATA_DIR when set (CI sets it), else the loader's own lookup (cache, then download).
 ABLATE_ARGS ?= --space ultra
 
 .PHONY: setup test lint ablate bench clean

@@ -2,12 +2,16 @@
 
 Reads trials.parquet, curves.parquet and experiment.json; writes effects/ranking tables, figures and
 report.md under `<experiment>/analysis/` (or --out) and prints the paths written, one per line.
+`python -m harness.analyze --simulate-sequential --experiments N [--alpha A] [--json]` instead simulates the
+sequential (--until-resolved) rule and prints its error rates, power and seeds spent (docs/sequential.md).
 A missing folder, a missing or malformed parquet file, or a bad flag exits with status 2 and one line
 on stderr.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +25,8 @@ CI_METHODS = ("expanded", "percentile")  # harness.analysis.stats.CI_METHODS, ke
 def build_parser() -> OneLineParser:
     """The command-line parser."""
     p = OneLineParser(prog="python -m harness.analyze", description=__doc__.splitlines()[0])
-    p.add_argument("experiment", type=Path, help="experiment folder (holds trials.parquet, curves.parquet)")
+    p.add_argument("experiment", type=Path, nargs="?", default=None,
+                   help="experiment folder (holds trials.parquet, curves.parquet); not with --simulate-sequential")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <experiment>/analysis)")
     p.add_argument("--bootstrap", type=int, default=10000, metavar="N", help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the bootstrap generator (default 0)")
@@ -30,12 +35,49 @@ def build_parser() -> OneLineParser:
     p.add_argument("--wandb", choices=("off", "offline", "online"), default="off",
                    help="also log an analysis run to W&B (group = experiment); online also saves a W&B Report")
     p.add_argument("--wandb-project", default=None, help="W&B project (default $WANDB_PROJECT, else fsnet-harness)")
+    sim = p.add_argument_group("sequential-rule simulation (harness.analysis.sequential; no experiment folder)")
+    sim.add_argument("--simulate-sequential", action="store_true",
+                     help="Monte Carlo of the --until-resolved rule on loo designs with effects 0, 2, 5, 15%%")
+    sim.add_argument("--experiments", type=int, default=500, metavar="N", help="simulated experiments (default 500)")
+    sim.add_argument("--alpha", type=float, default=0.05, metavar="A", help="family-wise alpha (default 0.05)")
+    sim.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
+
+
+def simulate_main(args: argparse.Namespace) -> int:
+    """--simulate-sequential: print the simulation's JSON object (--json) or a short table; 2 on bad values."""
+    if args.experiment is not None:
+        return fail("--simulate-sequential takes no experiment folder")
+    if args.experiments < 1:
+        return fail(f"--experiments must be at least 1, got {args.experiments}")
+    if not 0 < args.alpha < 1:
+        return fail(f"--alpha must be in (0, 1), got {args.alpha}")
+    from harness.analysis.sequential import simulate_sequential
+
+    try:
+        out = simulate_sequential(args.experiments, alpha=args.alpha, seed=args.seed)
+    except ValueError as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps(out, allow_nan=False, default=str))
+        return 0
+    print(f"{out['method']}; {out['experiments']} experiments, alpha {out['alpha']:g}, {out['design']}")
+    print(f"fwer {out['fwer']:.3f} (s.e. {out['fwer_se']:.3f}); all-null design {out['fwer_global_null']:.3f}")
+    for k, v in out["power"].items():
+        print(f"power at {k}: {v:.3f} (s.e. {out['power_se'][k]:.3f})")
+    print(f"mean seeds per configuration {out['mean_seeds']:.1f}; fixed design with the same power at "
+          f"{out['fixed_design_effect']:g}: {out['fixed_design_seeds']}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; 0 on success, 2 (one line on stderr) on bad input, 1 when the output cannot be written."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.simulate_sequential:
+        return simulate_main(args)
+    if args.experiment is None:
+        parser.error("the following arguments are required: experiment")
     if args.bootstrap < 100:
         return fail(f"--bootstrap must be at least 100, got {args.bootstrap}")
     try:
@@ -51,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(path)
     if args.wandb != "off":
         from harness.wandb_logging import resolve_project
-        from harness.wandb_logging.analysis import publish_analysis
+        from harness.wandb_logging.analysis_run import publish_analysis
 
         publish_analysis(result, args.wandb, resolve_project(args.wandb_project))
     return 0

@@ -6,7 +6,7 @@ then the presets take turns, 50 online steps each, until each has run the timed 
 Prints ms per online step (the mean over the stretch, and the median of its 50-step parts),
 steps per second, the process's RSS and peak RSS (every preset's runner is resident), each
 preset's step time relative to `ogd`'s, "ctrl ms": the controllers' matrix products alone
-(harness.floor), "floor ms": those plus AdamW over the parameters the adaptive layers add and one
+(harness.perf.floor), "floor ms": those plus AdamW over the parameters the adaptive layers add and one
 pass over their gradient EMAs, a lower bound on what the adaptive layers add to a step, and
 "floor x ogd" = 1 + floor ms / ogd's ms per step: the lowest ratio to `ogd` reachable with these
 kernels. `--full` times whole trials instead, one preset after the other (warm-up included,
@@ -17,103 +17,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from data import DataError, prepare_data
-from fsnet_models import KnobError, resolve_config
+from data import DataError
+from fsnet_models import KnobError
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail
-from harness.floor import controller_products_ms, state_updates_ms
-from harness.runner import TrialRunner, peak_rss_mb, rss_mb
-from harness.trial import pick_device
+from harness.online.runtime import DeviceError, pick_device, set_threads
+from harness.perf.timing import bench_full, bench_interleaved, environment
 
 DEFAULT_PRESETS = ("ogd", "er", "derpp", "nomem", "fsnet_bug", "fsnet", "advanced", "ultra")
-UNTIMED_STEPS = 50
-STRETCH = 50  # online steps a preset runs before the next one takes its turn
-
-
-def make_runner(preset: str, steps: int | None, epochs: int | None, device: str, seed: int) -> TrialRunner:
-    """A runner of `preset` for `steps` online steps (None: the whole stream)."""
-    overrides: dict[str, Any] = {"seed": seed}
-    if epochs is not None and preset != "persistence":
-        overrides["epochs"] = epochs
-    config = resolve_config(preset, overrides)
-    data = prepare_data(config["dataset"], config["features"], config["target"], config["seq_len"], config["pred_len"])
-    return TrialRunner(config, data, device=device, max_steps=steps)
-
-
-def bench_full(preset: str, epochs: int | None, device: str, seed: int) -> dict[str, Any]:
-    """Time one whole trial of `preset` (warm-up and every online step); returns its figures."""
-    started = time.perf_counter()
-    runner = make_runner(preset, None, epochs, device, seed)
-    runner.run_warmup()
-    runner.run_online()
-    result = figures(preset, runner, runner.step, runner.online_seconds, [])
-    result.update(trial_seconds=time.perf_counter() - started, mse=runner.metrics()["mse"],
-                  rss_mb_at_10pct=runner.rss_at_10pct)
-    return result
-
-
-def bench_interleaved(presets: Sequence[str], steps: int, epochs: int | None, device: str, seed: int,
-                      progress: bool) -> list[dict[str, Any]]:
-    """Time `steps` online steps of every preset, the presets taking turns in STRETCH-step parts."""
-    runners = {}
-    for preset in presets:
-        runner = make_runner(preset, UNTIMED_STEPS + steps, epochs, device, seed)
-        if runner.n_steps < UNTIMED_STEPS + steps:
-            raise KnobError(f"--steps {steps} is longer than the stream allows: at most "
-                            f"{runner.n_steps - UNTIMED_STEPS} after the {UNTIMED_STEPS} untimed steps")
-        runner.run_warmup()
-        runner.run_online(UNTIMED_STEPS)
-        runners[preset] = runner
-        if progress:
-            print(f"{preset}: warmed up ({runner.warmup_seconds:.1f} s)", file=sys.stderr, flush=True)
-    parts: dict[str, list[tuple[float, int]]] = {preset: [] for preset in presets}
-    done = 0
-    while done < steps:
-        count = min(STRETCH, steps - done)
-        for preset, runner in runners.items():
-            before = runner.online_seconds
-            runner.run_online(count)
-            parts[preset].append((runner.online_seconds - before, count))
-        done += count
-        if progress:
-            print(f"{done}/{steps} steps each", file=sys.stderr, flush=True)
-    return [figures(preset, runner, steps, sum(seconds for seconds, _ in parts[preset]), parts[preset])
-            for preset, runner in runners.items()]
-
-
-def figures(preset: str, runner: TrialRunner, steps: int, seconds: float,
-            parts: list[tuple[float, int]]) -> dict[str, Any]:
-    """One preset's row: ms/step (mean; median of the parts, if any), steps/s, memory, ctrl and floor ms."""
-    products = controller_products_ms(runner.model)
-    row = {
-        "preset": preset,
-        "steps": steps,
-        "ms_per_step": 1000 * seconds / steps,
-        "steps_per_s": steps / seconds,
-        "rss_mb": rss_mb(),
-        "peak_rss_mb": peak_rss_mb(),
-        "warmup_seconds": runner.warmup_seconds,
-        "controller_products_ms": products,
-        "adapter_floor_ms": products + state_updates_ms(runner.model),
-    }
-    if parts:
-        row["ms_per_step_median"] = 1000 * statistics.median(part / count for part, count in parts)
-    return row
-
-
-def environment(device: str) -> dict[str, Any]:
-    """What the figures were measured on."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
 
 
 def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> str:
@@ -160,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.steps < 1 or args.threads < 1:
             raise KnobError("--steps and --threads must be >= 1")
         presets = ["ogd"] + [p for p in args.presets if p != "ogd"]
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
         device = pick_device(args.device)
         epochs = args.epochs if args.epochs is not None else (None if args.full else 1)
         if args.full:
@@ -171,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{preset}: {rows[-1]['trial_seconds']:.1f} s", file=sys.stderr, flush=True)
         else:
             rows = bench_interleaved(presets, args.steps, epochs, device, args.seed, progress=not args.json)
-    except (KnobError, DataError) as exc:
+    except (KnobError, DataError, DeviceError) as exc:
         return fail(exc)
     base = rows[0]["ms_per_step"]
     for r in rows:

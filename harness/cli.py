@@ -1,13 +1,14 @@
-"""What every command line of the harness shares: one-line errors and their exit statuses.
+"""What every command line of the harness shares: one-line errors, their exit statuses, and --set parsing.
 
-Light on purpose (argparse and sys only): `python -m harness.analyze` imports it without torch.
+Light on purpose (argparse and sys at import): `python -m harness.analyze` imports it without torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 BAD_INPUT = 2
 INTERRUPTED = 130
@@ -30,3 +31,19 @@ def fail(message: object, status: int = BAD_INPUT) -> int:
 def interrupted() -> int:
     """The one line for Ctrl-C; returns the conventional status 130."""
     return fail("interrupted", INTERRUPTED)
+
+
+def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
+    """`["knob=value", ...]` -> {knob: typed value}; raises KnobError on a malformed pair or value.
+
+    Imports the knob registry (and so torch) only when called, to keep this module light.
+    """
+    from fsnet_models.knobs import KnobError, parse_knob_value
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise KnobError(f"--set expects knob=value, got {pair!r}")
+        values[name.strip()] = parse_knob_value(name.strip(), text)
+    return values

@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from harness.analysis.load import AnalysisInputError, ExperimentData, load_experiment
+from harness.analysis.result import AnalysisResult
 
 if TYPE_CHECKING:
-    from harness.analysis.pipeline import AnalysisResult, analyze_experiment, analyze_loaded
+    from harness.analysis.pipeline import analyze_experiment, analyze_loaded
 
 __all__ = ["AnalysisInputError", "AnalysisResult", "ExperimentData", "analyze_experiment", "analyze_loaded",
            "load_experiment"]
@@ -20,7 +21,7 @@ __all__ = ["AnalysisInputError", "AnalysisResult", "ExperimentData", "analyze_ex
 
 def __getattr__(name: str) -> Any:
     """Import the pipeline's public names on first access."""
-    if name in ("AnalysisResult", "analyze_experiment", "analyze_loaded"):
+    if name in ("analyze_experiment", "analyze_loaded"):
         from harness.analysis import pipeline
 
         return getattr(pipeline, name)

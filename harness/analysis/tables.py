@@ -77,12 +77,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: 
     return "\n".join(lines) + "\n"
 
 
-def ranking_table(data: ExperimentData) -> pd.DataFrame:
-    """Per variant: MSE/MAE/MAPE mean and std over seeds (trials of one seed averaged first), change in
-    MSE vs the baseline in % (NaN without one), mean trial seconds, seeds and trials; sorted by MSE."""
-    ok = data.ok
+def ranking_from_trials(trials: pd.DataFrame, baseline: str | None = None) -> pd.DataFrame:
+    """The ranking (report table 4.1's shape) of a trials table: the one definition, for the console and report.
+
+    Per variant over its TERMINATED trials (rows without a `status` column count as finished):
+    MSE/MAE/MAPE mean and std over seeds (trials of one seed, key `rep` or else `seed`, averaged
+    first), the change in MSE vs `baseline` in % (default `ogd` when present; NaN without one),
+    mean trial seconds, seeds and trials; sorted by MSE. Columns: RANKING_COLUMNS.
+    """
+    ok = trials[trials["status"] == "TERMINATED"] if "status" in trials.columns else trials
     if ok.empty:
         return pd.DataFrame(columns=list(RANKING_COLUMNS))
+    if "rep" not in ok.columns:
+        ok = ok.assign(rep=ok["seed"])
+    if baseline is None and "ogd" in set(ok["variant"]):
+        baseline = "ogd"
     metrics = [m for m in RANK_METRICS if m in ok.columns]
     cols = metrics + [c for c in ("trial_seconds",) if c in ok.columns]
     per_seed = ok.groupby(["variant", "rep"])[cols].mean()
@@ -98,7 +107,7 @@ def ranking_table(data: ExperimentData) -> pd.DataFrame:
     out["seconds_mean"] = ok.groupby("variant")["trial_seconds"].mean() if "trial_seconds" in ok else np.nan
     out["n_seeds"] = grouped.size()
     out["n_trials"] = ok.groupby("variant").size()
-    base = data.baseline_variant
+    base = baseline
     if base is not None and base in out.index and is_finite(out.loc[base, "mse_mean"]) and out.loc[base, "mse_mean"]:
         out["mse_change_vs_baseline_pct"] = 100 * (out["mse_mean"] / out.loc[base, "mse_mean"] - 1)
     else:
@@ -107,6 +116,11 @@ def ranking_table(data: ExperimentData) -> pd.DataFrame:
     out = out.sort_values(["mse_mean", "variant"], kind="stable").reset_index(drop=True)
     out["rank"] = np.arange(1, len(out) + 1)
     return out[list(RANKING_COLUMNS)]
+
+
+def ranking_table(data: ExperimentData) -> pd.DataFrame:
+    """ranking_from_trials of an experiment's finished trials, against its baseline variant."""
+    return ranking_from_trials(data.ok, data.baseline_variant)
 
 
 def ranking_markdown(ranking: pd.DataFrame, baseline: str | None, max_rows: int | None = None) -> str:
