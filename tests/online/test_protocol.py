@@ -168,7 +168,9 @@ def test_fast_path_equals_reference_path_over_200_steps(etth1: PreparedData, pre
     feedback loop amplifies a 1e-16 difference to 1e-2 within 200 steps, in float64 too.)
     """
     memory = preset not in ("ogd", "er", "derpp", "nomem")
-    config = resolve_config(preset, {"epochs": 1 if memory else 0})  # the warm-up arms the trigger sooner
+    # the warm-up arms the trigger sooner, and a looser fixed threshold makes the memory fire within the
+    # 200 steps whatever the float rounding of this machine (the trajectory is chaotic)
+    config = resolve_config(preset, {"epochs": 1, "trigger_threshold": 0.5} if memory else {"epochs": 0})
     fast = TrialRunner(config, etth1, max_steps=200, fast=True)
     reference = TrialRunner(config, etth1, max_steps=200, fast=False)
     for runner in (fast, reference):
