@@ -6,8 +6,9 @@ the trials on Ray Tune (fault tolerant: checkpoints, retries, --resume), writes 
 curves.parquet as each trial finishes, and ends with a ranking table and the analysis
 (harness.analysis). With --wandb offline|online (default: online when W&B credentials are configured,
 else offline) every trial is a W&B run and the analysis one more (harness.wandb_logging);
---emit-sweep writes a W&B sweep configuration instead (harness.wandb_logging.sweeps). Bad input exits with status 2
-and one line on stderr, before anything is written.
+--emit-sweep writes a W&B sweep configuration instead (harness.wandb_logging.sweeps). --until-resolved runs a
+grid design in rounds of seeds until every effect is resolved (harness.tune.rounds, docs/sequential.md). Bad input
+exits with status 2 and one line on stderr, before anything is written.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a W&B sweep configuration of this space and design to PATH and exit")
     p.add_argument("--storage", default=None, help="Ray storage_path, path or URI (default <results>/ray)")
     p.add_argument("--limit", type=int, default=None, help="run only the first N planned trials (smoke runs)")
+    p.add_argument("--until-resolved", action="store_const", const=True, default=None,
+                   help="loo, oat, factorial: run seeds in rounds until every effect is resolved or --max-seeds "
+                   "is reached (docs/sequential.md)")
+    p.add_argument("--precision", type=float, default=None,
+                   help="--until-resolved: an effect whose interval lies inside +-P of the reference MSE is resolved "
+                   f"as no effect (default {D.precision:g})")
+    p.add_argument("--max-seeds", type=int, default=None,
+                   help=f"--until-resolved: seeds per configuration at most (default {D.max_seeds})")
+    p.add_argument("--seeds-per-round", type=int, default=None,
+                   help=f"--until-resolved: seeds per configuration a round adds (default {D.seeds_per_round})")
+    p.add_argument("--alpha", type=float, default=None,
+                   help=f"--until-resolved: family-wise error level of the design's effects (default {D.alpha:g})")
     p.add_argument("--dry-run", action="store_true", help="print the planned trials and exit")
     return p
 
@@ -73,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
     if args.emit_sweep:
+        if args.until_resolved:
+            return fail("--emit-sweep writes a sweep at fixed seeds; drop --until-resolved")
         from harness.wandb_logging.sweeps import emit_sweep
 
         return emit_sweep(args)

@@ -14,7 +14,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     """Run import-linter over the packages under `tree` with its pyproject.toml's contracts."""
-    return subprocess.run([str(LINT_IMPORTS), "--config", "pyproject.toml", "--no-cache"], cwd=tree,
+    return subprocess.run([str(LINT_IMPORTS), "pyproject.toml", "--no-cache"], cwd=tree,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -162,8 +162,9 @@ def _error_lines(data: ExperimentData) -> list[str]:
     return lines
 
 
-def build_report(data: ExperimentData, res: AnalysisResult) -> str:
-    """The text of report.md for an analysed experiment."""
+def build_report(data: ExperimentData, res: AnalysisResult, sequential: str | None = None) -> str:
+    """The text of report.md for an analysed experiment; `sequential`: the Sequential rule section of an
+    --until-resolved experiment (harness.analysis.rounds.sequential_section), after the effects."""
     out = [f"# Ablation analysis: {data.experiment}", "", "## Summary", ""]
     out += _summary_lines(data, res)
     if data.warnings or res.notes:
@@ -182,6 +183,8 @@ def build_report(data: ExperimentData, res: AnalysisResult) -> str:
 
     out += ["## Effects", ""]
     out += _effects_section(data, res)
+    if sequential:
+        out += [sequential.rstrip(), ""]
 
     if data.design == "optuna":
         out += ["## Hyperparameter importances and cost", ""] + _optuna_section(res)

@@ -37,8 +37,9 @@ def analyze_experiment(exp_dir: Path, out_dir: Path | None = None, n_boot: int =
     """Analyse `exp_dir` (trials.parquet, curves.parquet, experiment.json) and write into `out_dir`.
 
     out_dir defaults to `<exp_dir>/analysis`. Writes effects.csv (plus interactions.csv for factorial,
-    importances.csv and pareto.csv for optuna), ranking.csv/.md, PNG figures and report.md. Raises
-    AnalysisInputError (one-line message) for a missing folder or a missing/malformed input file.
+    importances.csv and pareto.csv for optuna, sequential.csv for --until-resolved), ranking.csv/.md, PNG
+    figures and report.md. Raises AnalysisInputError (one-line message) for a missing folder or a
+    missing/malformed input file.
     """
     return analyze_loaded(load_experiment(Path(exp_dir)), out_dir, n_boot, seed, ci_method)
 
@@ -99,10 +100,22 @@ def analyze_loaded(data: ExperimentData, out_dir: Path | None = None, n_boot: in
         write_csv("importances.csv", importances if importances is not None else pd.DataFrame())
         write_csv("pareto.csv", pareto)
 
+    sequential = None
+    if data.meta.get("sequential"):  # --until-resolved: the rounds replayed as the driver ran them
+        from harness.analysis.rounds import replay_experiment, sequential_rows, sequential_section
+
+        try:
+            replayed = replay_experiment(data.meta, data.trials_all)
+        except (KeyError, ValueError) as exc:
+            notes.append(f"sequential rule not replayed: {exc}")
+        else:
+            write_csv("sequential.csv", sequential_rows(replayed))
+            sequential = sequential_section(replayed)
+
     _draw_figures(res)
     res.findings = findings(effects, interactions)
     res.report_path = out / "report.md"
-    res.report_path.write_text(build_report(data, res), encoding="utf-8")
+    res.report_path.write_text(build_report(data, res, sequential), encoding="utf-8")
     return res
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from fsnet_models.knobs import KnobError, parse_knob_value
 from harness.cli import parse_sets
-from harness.experiment.designs import DESIGNS, GRID_DESIGNS, UNITS, optuna_base, plan_trials
+from harness.experiment.designs import DESIGNS, GRID_DESIGNS, UNITS, optuna_base, plan_trials, units
 from harness.experiment.files import EXPERIMENT_FILE, experiment_folder, read_experiment
 from harness.online.runtime import cuda_devices
 from harness.online.trial_data import data_key, load_data
@@ -49,12 +49,19 @@ class ExperimentFlags:
     max_failures: int = 3
     storage: str | None = None
     limit: int | None = None
+    until_resolved: bool = False
+    precision: float = 0.02
+    max_seeds: int = 16
+    seeds_per_round: int = 4
+    alpha: float = 0.05
 
 
 DEFAULTS = ExperimentFlags()
 DEFINING = tuple(f.name for f in fields(ExperimentFlags))  # flags --resume refuses
 GPUS_WITH_CUDA = 0.25
 PRESETS_DESIGN = "presets"
+SEQUENTIAL_FLAGS = ("precision", "max_seeds", "seeds_per_round", "alpha")  # --until-resolved only
+SPENDING = "obrien-fleming"  # harness.analysis.sequential's default alpha-spending function
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 # URI schemes pyarrow.fs.FileSystem.from_uri resolves (what Ray Tune's storage_path goes through).
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
@@ -71,6 +78,48 @@ def _check_numbers(s: dict[str, Any]) -> None:
         raise KnobError(f"--cpus-per-trial must be > 0, got {cpus}")
     if not (math.isfinite(gpus) and gpus >= 0):
         raise KnobError(f"--gpus-per-trial must be >= 0, got {gpus}")
+
+
+def _check_sequential(args: argparse.Namespace, values: dict[str, Any], design: str) -> None:
+    """--until-resolved and its flags: where they apply and their ranges (KnobError, one line)."""
+    if not values["until_resolved"]:
+        given = [k for k in SEQUENTIAL_FLAGS if getattr(args, k, None) is not None]
+        if given:
+            raise KnobError(f"--{given[0].replace('_', '-')} applies to --until-resolved only")
+        return
+    if design not in GRID_DESIGNS:
+        raise KnobError(f"--until-resolved runs the {', '.join(GRID_DESIGNS)} designs, not design '{design}'")
+    if getattr(args, "seeds", None) is not None:
+        raise KnobError("--until-resolved runs seeds in rounds up to --max-seeds; drop --seeds")
+    if values["limit"]:
+        raise KnobError("--limit cannot be combined with --until-resolved: every round needs its configurations")
+    for flag in ("precision", "alpha"):
+        v = values[flag]
+        if not (math.isfinite(v) and 0 < v < 1):
+            raise KnobError(f"--{flag} must be in (0, 1), got {v}")
+    if values["seeds_per_round"] < 2:
+        raise KnobError(f"--seeds-per-round must be >= 2 (a paired test needs two seeds), got "
+                        f"{values['seeds_per_round']}")
+    if values["max_seeds"] < values["seeds_per_round"]:
+        raise KnobError(f"--max-seeds must be >= --seeds-per-round ({values['seeds_per_round']}), got "
+                        f"{values['max_seeds']}")
+
+
+def _sequential_settings(space: Any, design: str, unit: str, values: dict[str, Any],
+                         planned: list[dict[str, Any]]) -> dict[str, Any]:
+    """experiment.json's `sequential`: the rule's settings, the design's units, every configuration's on/off
+    cell (read from its resolved config) and the reference the percentages are of."""
+    parts = units(space, unit)
+    cells: dict[str, dict[str, bool]] = {}
+    for t in planned:
+        if t["variant"] not in cells:
+            cells[t["variant"]] = {u.name: all(t["config"].get(k) == v for k, v in u.on.items()) for u in parts}
+    if len({tuple(c.values()) for c in cells.values()}) != len(cells):
+        raise KnobError(f"--until-resolved: two configurations of design '{design}' switch the same units")
+    return {"precision": float(values["precision"]), "max_seeds": int(values["max_seeds"]),
+            "seeds_per_round": int(values["seeds_per_round"]), "alpha": float(values["alpha"]), "spending": SPENDING,
+            "reference": space.base_preset if design == "oat" else space.full_preset,
+            "units": [u.name for u in parts], "cells": cells}
 
 
 def check_storage(storage: str) -> None:
@@ -100,6 +149,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         gpus = GPUS_WITH_CUDA if cuda_devices() else 0.0
     # A space of plain presets has one design whatever --design says: every preset ("presets").
     design = PRESETS_DESIGN if space.is_plain and values["design"] in GRID_DESIGNS else values["design"]
+    _check_sequential(args, values, design)
+    if values["until_resolved"]:  # the plan holds every seed a round may run: the worst case
+        values["seeds"] = values["max_seeds"]
     name = args.experiment or f"{space.name}-{design}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
     s: dict[str, Any] = {
         "name": name, "experiment": name, "created_at": datetime.now(timezone.utc).isoformat(),
@@ -129,6 +181,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         s["reference_variant"] = {"loo": space.full_preset, "oat": space.base_preset}.get(values["design"])
         if space.is_plain:
             s["reference_variant"] = None
+        if values["until_resolved"]:
+            s["sequential"] = _sequential_settings(space, design, values["unit"], values, planned)
     else:
         if values["limit"]:
             raise KnobError("--limit applies to the grid designs; use --samples with --design optuna")
@@ -161,6 +215,12 @@ def describe(s: dict[str, Any]) -> str:
     """The plan as text (--dry-run)."""
     head = (f"experiment {s['name']}: space {s['space']}, design {s['design']}, unit {s['unit']}, "
             f"{s['n_trials']} trials, seeds {s['seeds']}, steps {s['stream_steps']}")
+    seq = s.get("sequential")
+    if seq:
+        head = (f"experiment {s['name']}: space {s['space']}, design {s['design']}, unit {s['unit']}, until resolved: "
+                f"rounds of {seq['seeds_per_round']} seeds, up to {seq['max_seeds']} seeds per configuration, up to "
+                f"{s['n_trials']} trials (alpha {seq['alpha']:g}, precision {100 * seq['precision']:g}% of "
+                f"{seq['reference']}), steps {s['stream_steps']}")
     lines = [head]
     for t in s["planned_trials"]:
         shown = {k: v for k, v in t["overrides"].items() if k != "seed"}

@@ -21,8 +21,13 @@ def _resume_hint(settings: dict[str, Any], folder: Path) -> str:
             f"--results {shlex.quote(str(folder.parent))}")
 
 
-def _fit(settings: dict[str, Any], folder: Path, resume: bool, address: str | None) -> None:
-    """Start Ray, run (or restore and continue) the Tuner, shut Ray down."""
+def _fit(settings: dict[str, Any], folder: Path, resume: bool, address: str | None,
+         tuner_settings: dict[str, Any] | None = None) -> None:
+    """Start Ray, run (or restore and continue) the Tuner, shut Ray down.
+
+    tuner_settings: what the Tuner is built or restored from, when not `settings` (a round of --until-resolved:
+    its own Ray name and trials); the callbacks always write the experiment's rows.
+    """
     import ray
 
     store = ResultsStore(folder)
@@ -39,9 +44,10 @@ def _fit(settings: dict[str, Any], folder: Path, resume: bool, address: str | No
     init_ray(address, cuda_devices())
     try:
         trainable = make_trainable(store.finished(), resources["cpus_per_trial"], resources["gpus_per_trial"])
-        tuner = restore_tuner(settings, trainable) if resume else None
+        tuned = tuner_settings or settings
+        tuner = restore_tuner(tuned, trainable) if resume else None
         if tuner is None:
-            tuner = build_tuner(settings, trainable, callbacks)
+            tuner = build_tuner(tuned, trainable, callbacks)
         tuner.fit()
     finally:
         ray.shutdown()
@@ -51,7 +57,12 @@ def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
     """Run the experiment, print the ranking table and the written paths; returns the exit status.
 
     0: every trial TERMINATED; 1: some trial ended in ERROR; 130: interrupted (resume to finish).
+    An --until-resolved experiment (settings `sequential`) runs in rounds: harness.tune.rounds.
     """
+    if settings.get("sequential"):
+        from harness.tune.rounds import run_until_resolved
+
+        return run_until_resolved(settings, folder, resume, address)
     total = settings["n_trials"]
     print(f"experiment {settings['name']}: {total} trials ({settings['space']} / {settings['design']}"
           f" / {settings['unit']}); results in {folder}", flush=True)
