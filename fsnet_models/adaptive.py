@@ -9,6 +9,13 @@ Verbs (called by the model, in this order within a step):
   calibrate(memory_active) -> one ConvParams per layer (calibrated weight, bias, scales)
   ... forward(s) and backward ...
   update_gradient_state(online) after the optimiser step.
+
+Trial groups (fsnet_models.group) fold a member axis into the layer axis: a bank built with
+`members=M` holds, for each of its L layers, the M members' copies of that layer, layer-major
+(row l * M + m is layer l of member m). In such a bank the first-query choice is a mask, the
+diagnostics range is kept per member, each member's dropout comes from its own generator
+(`member_generators`), and with `sync_free` the memory reads are masks too, so that the bank
+reads nothing back to the host.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsnet_models.backbone import ConvParams, centre_tap
+from fsnet_models.member_ops import member_dropout
 from fsnet_models.memory import normalize_memory, read_and_write, slot_mean_squared_cosine
 
 
@@ -98,6 +106,7 @@ def cosine_rows(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
 
 
 PER_LAYER_ON_DIM_1 = ("cos_stats", "diag_sums")  # [rows, G] buffers
+GROUP_CHUNK_ELEMENTS = 2**17  # group banks update their gradient state in slices of about this size
 SHARED_BY_LAYERS = ("q_started", "diag_range")
 CENTRE_SLICED = ("weight", "ctrl_w1", "e_fast", "e_slow", "e_square")
 
@@ -138,12 +147,20 @@ class AdaptiveConvBank(nn.Module):
     """
 
     def __init__(self, count: int, in_channels: int, out_channels: int, kernel: int,
-                 settings: AdaptiveSettings, centre_only: bool = False) -> None:
+                 settings: AdaptiveSettings, centre_only: bool = False, members: int | None = None) -> None:
+        """`count` layers in all; `members`: None for a solo bank, else the number of trial-group
+        members folded layer-major into `count` (sync-free paths, per-member diagnostics range)."""
         super().__init__()
         s = settings
         self.settings = s
         self.count, self.in_channels, self.out_channels, self.kernel = count, in_channels, out_channels, kernel
         self.centre_only = centre_only
+        if members is not None and count % members:
+            raise ValueError(f"a bank of {count} rows cannot hold {members} members")
+        self.members = members
+        self.member_generators: list[torch.Generator] | None = None  # per-member dropout (groups)
+        self.memory_read: torch.Tensor | None = None  # groups: [members] bool, any layer read this step
+        self.sync_free = False  # groups: memory reads as masks, no host read (set by the group)
         live_taps = 1 if centre_only else kernel
         numel = out_channels * in_channels * live_taps  # live weights per layer
         if s.chunk_by == "in":  # reference: rows of the flat [out, in, k] gradient, one per input channel
@@ -194,7 +211,10 @@ class AdaptiveConvBank(nn.Module):
             self.register_buffer("cos_stats", torch.zeros(3, g))  # count, EMA mean, EMA variance
             # diagnostics: per layer [reads, entropy sum, tau sum, temperature sum]; global min/max
             self.register_buffer("diag_sums", torch.zeros(4, g, dtype=torch.float64))
-            self.register_buffer("diag_range", torch.tensor([[math.inf, -math.inf]] * 2, dtype=torch.float64))
+            diag_range = torch.tensor([[math.inf, -math.inf]] * 2, dtype=torch.float64)
+            if members is not None:  # per member: [members, 2, 2]
+                diag_range = diag_range.expand(members, 2, 2).clone()
+            self.register_buffer("diag_range", diag_range)
 
     def take_layers(self, layers: Sequence[int], centre_only: bool) -> AdaptiveConvBank:
         """A new bank with copies of `layers` of this (all-taps) bank; `centre_only` keeps the live part.
@@ -231,7 +251,13 @@ class AdaptiveConvBank(nn.Module):
             gate = torch.sigmoid(torch.baddbmm(self.gate_b, hidden, self.gate_w))
             hidden = gate * second + (1 - gate) * hidden
         if s.controller_dropout > 0:
-            hidden = F.dropout(hidden, s.controller_dropout, training=self.training)
+            if self.member_generators is None:
+                hidden = F.dropout(hidden, s.controller_dropout, training=self.training)
+            else:  # rows layer-major: [L * M, n_chunks, h] -> [L, M, n_chunks, h], member axis 1
+                members = len(self.member_generators)
+                per_member = hidden.view(self.count // members, members, *hidden.shape[1:])
+                hidden = member_dropout(per_member, s.controller_dropout, self.training, self.member_generators,
+                                        dim=1).view_as(hidden)
         return hidden
 
     def calibrate(self, memory_active: bool) -> list[ConvParams]:
@@ -244,29 +270,46 @@ class AdaptiveConvBank(nn.Module):
         position only and get w's centre tap as a vector scale of their [out, in, 1] weight.
         Autograd reaches the adapter's parameters only.
         """
+        stacked = self.calibrate_stacked(memory_active)
+        bias, scale = layers_of(stacked.bias), layers_of(stacked.out_scale)
+        if not self.centre_only:
+            return [ConvParams(weight, bias[j], scale[j]) for j, weight in enumerate(layers_of(stacked.weight))]
+        by_in = stacked.centre_in_scale is not None
+        centres = layers_of(stacked.centre_in_scale if by_in else stacked.centre_out_scale)
+        return [ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,
+                           centre_out_scale=None if by_in else centre)
+                for j, (weight, centre) in enumerate(zip(layers_of(stacked.weight), centres, strict=True))]
+
+    def calibrate_stacked(self, memory_active: bool) -> ConvParams:
+        """`calibrate`'s result with every tensor stacked over the bank's rows (G = count).
+
+        weight [G, out, in, k] (W * w) or, centre-only, the bank's own [G, out, in, 1] weight
+        with centre_in_scale [G, in] (chunk_by 'in') or centre_out_scale [G, out]; bias and
+        out_scale [G, out].
+        """
         s = self.settings
         calib = torch.baddbmm(self.head_b, self._controller(), self.head_w)
         w, b, f = calib.split([self.w_per_chunk, self.b_per_chunk, self.b_per_chunk], dim=-1)
         if s.memory:
             w, b, f = self._fast_learning(w, b, f, memory_active)
-        bias = layers_of(self.beta * b.reshape(self.count, self.out_channels))
-        scale = layers_of(f.reshape(self.count, self.out_channels))
+        bias = self.beta * b.reshape(self.count, self.out_channels)  # [G, out]
+        scale = f.reshape(self.count, self.out_channels)  # [G, out]
         by_in = s.chunk_by == "in"
         if not self.centre_only:
             # chunk_by 'in': W[:, i, t] * w[i, t]; chunk_by 'out': W[c, :, t] * w[c, t]. w is a
             # strided slice of calib: the product with a contiguous copy is ~7x quicker (chunk_by 'in')
-            weights = layers_of(self.weight * w.contiguous().unsqueeze(1 if by_in else 2))
-            return [ConvParams(weight, bias[j], scale[j]) for j, weight in enumerate(weights)]
-        centres = layers_of(w[:, :, self.kernel // 2])
-        return [ConvParams(weight, bias[j], scale[j], centre_in_scale=centre if by_in else None,
-                           centre_out_scale=None if by_in else centre)
-                for j, (weight, centre) in enumerate(zip(layers_of(self.weight), centres, strict=True))]
+            return ConvParams(self.weight * w.contiguous().unsqueeze(1 if by_in else 2), bias, scale)
+        centre = w[:, :, self.kernel // 2]  # [G, in] or [G, out]
+        return ConvParams(self.weight, bias, scale, centre_in_scale=centre if by_in else None,
+                          centre_out_scale=None if by_in else centre)
 
     # ------------------------------------------------------------------ fast learning: the memory
     @torch.no_grad()
     def _query(self, w: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """Memory query [G, D]: q itself on the first call ever, then q_ema = f_gamma q_ema + (1 - f_gamma) q."""
         q = torch.cat([w.flatten(1), b.flatten(1), f.flatten(1)], dim=1)
+        if self.members is not None:
+            return self._query_masked(q)
         if not bool(self.q_started):
             self.q_started.fill_(True)
             return q
@@ -274,11 +317,25 @@ class AdaptiveConvBank(nn.Module):
         self.q_ema.mul_(f_gamma).add_(q, alpha=1 - f_gamma)
         return self.q_ema
 
+    def _query_masked(self, q: torch.Tensor) -> torch.Tensor:
+        """`_query` without reading the first-call flag on the host: q [G, D] -> query [G, D].
+
+        Both branches are computed and the flag picks one (as a mask), with the same operators
+        as `_query`: q_ema stays zero on the first call, and q_ema = f_gamma q_ema + (1 - f_gamma) q
+        on every later one.
+        """
+        f_gamma = self.settings.f_gamma
+        updated = torch.add(self.q_ema * f_gamma, q, alpha=1 - f_gamma)
+        started = self.q_started
+        self.q_ema.copy_(torch.where(started, updated, self.q_ema))
+        self.q_started.fill_(True)
+        return torch.where(started, updated, q)
+
     def _temperature(self, query: torch.Tensor) -> torch.Tensor:
         """Attention temperature per layer [G]: fixed, or t_min + (t_max - t_min) sigmoid(Linear(query))."""
         s = self.settings
         if not s.dynamic_temperature:
-            return torch.full((self.count,), s.temperature, device=query.device)
+            return torch.full((self.count,), s.temperature, dtype=query.dtype, device=query.device)
         gate = torch.sigmoid((query * self.temp_w).sum(-1) + self.temp_b)
         return s.t_min + (s.t_max - s.t_min) * gate
 
@@ -286,7 +343,7 @@ class AdaptiveConvBank(nn.Module):
         """Blend coefficient per layer [G]; adaptive: sigmoid(Linear(cos of e_f and e_s per chunk))."""
         s = self.settings
         if not s.adaptive_tau:
-            return torch.full((self.count,), s.tau, device=self.weight.device)
+            return torch.full((self.count,), s.tau, dtype=self.weight.dtype, device=self.weight.device)
         shape = (self.count, self.n_chunks, self.chunk_len)
         context = F.cosine_similarity(self.e_fast.view(shape), self.e_slow.view(shape), dim=-1, eps=1e-6)
         return torch.sigmoid((context * self.tau_w).sum(-1) + self.tau_b)
@@ -295,6 +352,8 @@ class AdaptiveConvBank(nn.Module):
                        memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Update the query EMA; where a trigger fired, read+write memory and blend the read into w, b, f."""
         query = self._query(w, b, f)
+        if self.members is not None:
+            return self._fast_learning_group(w, b, f, query, memory_active)
         if not (memory_active and bool(self.trigger.any())):
             return w, b, f
         s = self.settings
@@ -319,6 +378,67 @@ class AdaptiveConvBank(nn.Module):
             blended.append(torch.where(fired[:, None, None], mix, raw))
         return blended[0], blended[1], blended[2]
 
+    def _fast_learning_group(self, w: torch.Tensor, b: torch.Tensor, f: torch.Tensor, query: torch.Tensor,
+                             memory_active: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`_fast_learning` for a group bank (rows = layers x members, layer-major).
+
+        `sync_free` (for CUDA): every layer reads and writes its memory and the fired layers
+        keep the result (masks, not a gather), so nothing is read back to the host and the work
+        does not depend on the data. Otherwise (the CPU default, where a host read costs
+        nothing and the reads are the larger part of a step) as the solo bank: one host-side
+        `any` over all members' triggers, and only the fired rows are gathered, read and
+        written. w [G, n_chunks, k], b and f [G, n_chunks, b_per_chunk], query [G, D]. Sets
+        `memory_read` [members]: whether any of a member's layers in this bank read (its
+        adaptive tau is then trained this step), or None when nothing was read.
+        """
+        self.memory_read = None
+        if not memory_active or not (self.sync_free or bool(self.trigger.any())):
+            return w, b, f
+        s = self.settings
+        fired = self.trigger.clone()
+        self.trigger.zero_()
+        with torch.no_grad():
+            temperature = self._temperature(query)
+            if self.sync_free:
+                read = read_and_write(self.memory, query, temperature, s.top_k, s.memory_heads, s.tau,
+                                      s.index_weighted_read, s.diversity_penalty)
+                self.memory.copy_(torch.where(fired[:, None, None], read.memory, self.memory))
+                retrieved = torch.where(fired[:, None], read.retrieved, 0.0)
+                entropy = torch.where(fired, read.entropy, 0.0)
+            else:
+                layers = fired.nonzero().squeeze(1)
+                read = read_and_write(self.memory[layers], query[layers], temperature[layers], s.top_k,
+                                      s.memory_heads, s.tau, s.index_weighted_read, s.diversity_penalty)
+                self.memory.index_copy_(0, layers, read.memory)
+                retrieved = query.new_zeros(query.shape).index_copy_(0, layers, read.retrieved)
+                entropy = temperature.new_zeros(self.count).index_copy_(0, layers, read.entropy)
+        tau = self._blend_tau()
+        self._record_read_masked(fired, entropy, tau.detach(), temperature)
+        assert self.members is not None
+        self.memory_read = fired.view(-1, self.members).any(0)  # [L * M] -> [L, M] -> [M]
+        stored = retrieved.split([w[0].numel(), b[0].numel(), f[0].numel()], dim=1)
+        blended = []
+        for raw, mem in zip((w, b, f), stored, strict=True):
+            mix = tau[:, None, None] * raw + (1 - tau[:, None, None]) * mem.view_as(raw)
+            blended.append(torch.where(fired[:, None, None], mix, raw))
+        return blended[0], blended[1], blended[2]
+
+    @torch.no_grad()
+    def _record_read_masked(self, fired: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor,
+                            temperature: torch.Tensor) -> None:
+        """`_record_read` for a group bank (all [G] = [L * M]): the range is kept per member, as masks."""
+        assert self.members is not None
+        mask = fired.to(torch.float64)
+        values = torch.stack([mask, entropy.double(), tau.double(), temperature.double()])
+        self.diag_sums.add_(values * mask)
+        fired_lm = fired.view(-1, self.members)  # [L, M]
+        for row, series in enumerate((tau, temperature)):
+            series_lm = series.double().view(-1, self.members)  # [L, M]
+            low = torch.where(fired_lm, series_lm, math.inf).amin(0)  # [M]
+            high = torch.where(fired_lm, series_lm, -math.inf).amax(0)
+            self.diag_range[:, row, 0] = torch.minimum(self.diag_range[:, row, 0], low)
+            self.diag_range[:, row, 1] = torch.maximum(self.diag_range[:, row, 1], high)
+
     @torch.no_grad()
     def _record_read(self, fired: torch.Tensor, entropy: torch.Tensor, tau: torch.Tensor,
                      temperature: torch.Tensor) -> None:
@@ -338,6 +458,9 @@ class AdaptiveConvBank(nn.Module):
         grad = self.weight.grad
         if grad is None:
             return
+        if self.members is not None:
+            self._update_gradient_state_in_chunks(grad, online)
+            return
         s = self.settings
         g = normalize_over_inputs(grad).reshape(self.count, -1)
         # EMAs as lerp: e + (1 - gamma) (g - e) = gamma e + (1 - gamma) g in one pass over the state
@@ -348,6 +471,31 @@ class AdaptiveConvBank(nn.Module):
         self.e_slow.lerp_(g, 1 - s.gamma)
         if s.grad_second_moment:
             self.e_square.mul_(s.gamma).addcmul_(g, g, value=1 - s.gamma)
+
+    @torch.no_grad()
+    def _update_gradient_state_in_chunks(self, grad: torch.Tensor, online: bool) -> None:
+        """`update_gradient_state` of a group bank, a few rows at a time (grad [G, out, in, k]).
+
+        The same per-row operators on row slices (so the same numbers): a group bank's state is
+        G times the solo bank's, and the passes over it run several times quicker on slices of
+        up to GROUP_CHUNK_ELEMENTS values, which stay in the CPU's cache between the passes.
+        """
+        s = self.settings
+        rows = max(1, GROUP_CHUNK_ELEMENTS // self.e_fast.shape[1])
+        cosines = []
+        for start in range(0, self.count, rows):
+            part = slice(start, min(start + rows, self.count))
+            g = normalize_over_inputs(grad[part]).reshape(-1, self.e_fast.shape[1])  # [rows, numel]
+            e_fast, e_slow = self.e_fast[part], self.e_slow[part]
+            e_fast.lerp_(g, 1 - s.f_gamma)
+            if online and s.memory:
+                cosines.append(cosine_rows(e_fast, e_slow))
+            e_slow.lerp_(g, 1 - s.gamma)
+            if s.grad_second_moment:
+                self.e_square[part].mul_(s.gamma).addcmul_(g, g, value=1 - s.gamma)
+        if cosines:
+            cosine = torch.cat(cosines)
+            self.trigger.logical_or_(cosine < self._trigger_threshold(cosine))
 
     def _trigger_threshold(self, cosine: torch.Tensor) -> torch.Tensor:
         """Threshold per layer [G] for this step's cosine; updates the adaptive statistics.

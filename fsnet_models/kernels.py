@@ -25,15 +25,19 @@ ATEN_CONV_MAX_BATCH = 2  # up to this batch size aten's own conv is the faster o
 
 
 def conv1d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
-           dilation: int) -> torch.Tensor:
-    """F.conv1d(x, weight, bias, padding=padding, dilation=dilation): x [B, in, T] -> [B, out, T'].
+           dilation: int, groups: int = 1) -> torch.Tensor:
+    """F.conv1d(x, weight, bias, padding=padding, dilation=dilation, groups=groups):
+    x [B, groups * in, T], weight [groups * out, in, k] -> [B, groups * out, T'].
 
     On CPU (float32) with B > ATEN_CONV_MAX_BATCH through oneDNN's convolution directly,
-    whatever the global oneDNN flag; otherwise F.conv1d.
+    whatever the global oneDNN flag; otherwise F.conv1d. (`groups` > 1: trial groups, one
+    group of channels per member.)
     """
     if ONEDNN and x.device.type == "cpu" and x.dtype == torch.float32 and x.shape[0] > ATEN_CONV_MAX_BATCH:
-        return torch.mkldnn_convolution(x, weight, bias, [padding], [1], [dilation], 1)
-    return F.conv1d(x, weight, bias, padding=padding, dilation=dilation)
+        return torch.mkldnn_convolution(x, weight, bias, [padding], [1], [dilation], groups)
+    if groups == 1:
+        return F.conv1d(x, weight, bias, padding=padding, dilation=dilation)
+    return F.conv1d(x, weight, bias, padding=padding, dilation=dilation, groups=groups)
 
 
 @contextmanager

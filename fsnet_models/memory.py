@@ -25,6 +25,20 @@ class MemoryRead:
     entropy: torch.Tensor
 
 
+def head_bounds(rows: int, heads: int) -> list[tuple[int, int]]:
+    """(start, stop) of each of `heads` contiguous parts of `rows` rows, as torch.tensor_split
+    cuts them (the first rows % heads parts one row longer); plain ints, no tensor read back."""
+    if heads > rows:
+        raise ValueError(f"memory_heads = {heads} is more than the {rows} rows of the memory")
+    size, longer = divmod(rows, heads)
+    bounds, start = [], 0
+    for head in range(heads):
+        stop = start + size + (1 if head < longer else 0)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
 def normalize_memory(memory: torch.Tensor) -> torch.Tensor:
     """Divide each layer's [D, S] memory by max(||M||_F, 1) (shape kept: [G, D, S])."""
     norm = torch.linalg.matrix_norm(memory).clamp_min(1.0)
@@ -88,8 +102,7 @@ def read_and_write(
     (1 - tau) v_j r_h, then M / max(||M||_F, 1), then the optional diversity step.
     """
     reads, parts, entropies = [], [], []
-    for rows in torch.arange(memory.shape[1], device=memory.device).tensor_split(heads):
-        start, stop = int(rows[0]), int(rows[-1]) + 1
+    for start, stop in head_bounds(memory.shape[1], heads):
         mem_h = memory[:, start:stop, :]
         logits = torch.bmm(query[:, None, start:stop], mem_h).squeeze(1) / temperature[:, None]
         attention = torch.softmax(logits, dim=-1)

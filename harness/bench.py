@@ -26,9 +26,10 @@ from fsnet_models import KnobError
 from fsnet_models.presets import PRESETS
 from harness.cli import OneLineParser, fail
 from harness.online.runtime import DeviceError, pick_device, set_threads
-from harness.perf.timing import bench_full, bench_interleaved, environment
+from harness.perf.timing import bench_full, bench_groups, bench_interleaved, environment
 
 DEFAULT_PRESETS = ("ogd", "er", "derpp", "nomem", "fsnet_bug", "fsnet", "advanced", "ultra")
+GROUP_PRESETS = ("ogd", "fsnet", "ultra")
 
 
 def format_rows(rows: list[dict[str, Any]], env: dict[str, Any], full: bool) -> str:
@@ -62,7 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print one JSON list, an object per preset")
+    p.add_argument("--group-sizes", type=int, nargs="+", default=None, metavar="G",
+                   help="time trial groups of these sizes against the solo step, interleaved, per preset "
+                   "(member-steps per second; presets default to ogd fsnet ultra)")
     return p
+
+
+def format_group_rows(rows: list[dict[str, Any]], env: dict[str, Any]) -> str:
+    """The --group-sizes figures as a text table."""
+    head = f"torch {env['torch']}, {env['threads']} thread(s), device {env['device']}"
+    cols = ["preset", "path", "G", "ms/step", "ms/member-step", "member-steps/s", "x solo"]
+    lines = [head, "  ".join(f"{c:>14s}" for c in cols)]
+    for r in rows:
+        cells = [r["preset"], r["path"], str(r["group_size"]), f"{r['ms_per_step']:.2f}",
+                 f"{r['ms_per_member_step']:.2f}", f"{r['member_steps_per_s']:.1f}", f"{r['ratio_to_solo']:.3f}"]
+        lines.append("  ".join(f"{c:>14s}" for c in cells))
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise KnobError(f"unknown preset '{unknown[0]}'; known presets: {', '.join(PRESETS)}")
         if args.steps < 1 or args.threads < 1:
             raise KnobError("--steps and --threads must be >= 1")
+        if args.group_sizes is not None:
+            return _groups_main(args)
         presets = ["ogd"] + [p for p in args.presets if p != "ogd"]
         set_threads(args.threads)
         device = pick_device(args.device)
@@ -97,6 +115,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps([{**r, **env} for r in rows]))
     else:
         print(format_rows(rows, env, args.full))
+    return 0
+
+
+def _groups_main(args: argparse.Namespace) -> int:
+    """--group-sizes: the trial-group benchmark (harness.perf.timing.bench_groups)."""
+    if args.full:
+        raise KnobError("--group-sizes times online stretches; drop --full")
+    if any(g < 1 for g in args.group_sizes):
+        raise KnobError(f"--group-sizes must be >= 1, got {args.group_sizes}")
+    presets = args.presets if args.presets != list(DEFAULT_PRESETS) else list(GROUP_PRESETS)
+    cannot = [p for p in presets if p == "persistence"]
+    if cannot:
+        raise KnobError("persistence does not learn and cannot be grouped; drop it from --presets")
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    epochs = args.epochs if args.epochs is not None else 1
+    rows = bench_groups(presets, sorted(set(args.group_sizes)), args.steps, epochs, device, args.seed,
+                        progress=not args.json)
+    env = environment(device)
+    if args.json:
+        print(json.dumps([{**r, **env} for r in rows]))
+    else:
+        print(format_group_rows(rows, env))
     return 0
 
 

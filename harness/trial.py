@@ -23,7 +23,7 @@ from harness.cli import OneLineParser, fail, interrupted, parse_sets
 from harness.online.result import json_safe
 from harness.online.runner import CheckpointError
 from harness.online.runtime import DeviceError
-from harness.online.session import TrialOptions, run_solo, summary
+from harness.online.session import TrialOptions, parse_seeds, run_group, run_solo, summary
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop the online stream after N steps")
     p.add_argument("--epochs", type=int, default=None, help="warm-up epochs (same as --set epochs=E)")
     p.add_argument("--seed", type=int, default=None, help="random seed (same as --set seed=S)")
+    p.add_argument("--seeds", default=None, metavar="LIST",
+                   help="run these seeds as one trial group (e.g. 0,1,2,3 or 0-7); prints one line per member")
     p.add_argument("--data", default=None, help="CSV file or folder (default: $FSNET_DATA_DIR, cache, download)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -85,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in PRESETS.values():
             print(f"{p.name:12s} {p.description}")
         return 0
+    if args.seeds is not None:
+        return _group_main(args)
     try:
         result = run_solo(config_from_args(args), TrialOptions.from_namespace(args))
     except (KnobError, DataError, CheckpointError, DeviceError) as exc:
@@ -96,6 +100,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(summary(result))
     return 0
+
+
+def _group_main(args: argparse.Namespace) -> int:
+    """--seeds: one trial group; one JSON object (--json) or one summary per member, in seed order."""
+    try:
+        if args.seed is not None:
+            raise KnobError("--seed and --seeds exclude each other")
+        seeds = parse_seeds(args.seeds)
+        results = run_group(config_from_args(args), seeds, TrialOptions.from_namespace(args))
+    except (KnobError, DataError, DeviceError) as exc:
+        return fail(exc)
+    except KeyboardInterrupt:
+        return interrupted()
+    for result in results:
+        print(json.dumps(json_safe(result)) if args.json else summary(result))
+    return 1 if any(r["error"] for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed: missing, unreadable, or written for another trial or version."""
 
 
-def _on_device(split: SplitWindows, device: torch.device) -> SplitWindows:
+def on_device(split: SplitWindows, device: torch.device) -> SplitWindows:
     """The split's model inputs and scaled targets on `device` (raw values stay on the CPU)."""
     return dataclasses.replace(split, x=split.x.to(device), y=split.y.to(device))
 
@@ -57,7 +57,7 @@ class TrialRunner:
         self.optimizer = (torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"],
                                             fused=True) if params else None)
         self.generator = torch.Generator().manual_seed(config["seed"])
-        self.train, self.val, self.stream = (_on_device(s, self.device) for s in (data.train, data.val, data.test))
+        self.train, self.val, self.stream = (on_device(s, self.device) for s in (data.train, data.val, data.test))
         self.n_steps = len(self.stream) if max_steps is None else min(max_steps, len(self.stream))
         self.step = 0
         self.warmed_up = self.spec.conv == "none"

@@ -98,3 +98,55 @@ def summary(result: dict[str, Any]) -> str:
         lines.append(f"memory triggers {diag['memory_triggers']}  attention entropy "
                      f"{diag['attention_entropy_mean']:.3f}  slot mean sq cos {diag['slot_mean_sq_cos']:.4f}")
     return "\n".join(lines)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds` text ("0,1,2,3" or "0-7") -> distinct seeds >= 0 in order; raises KnobError when malformed."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, sep, high = part.strip().partition("-")
+            seeds += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+    except ValueError:
+        raise KnobError(f"--seeds expects comma-separated seeds or a range like 0-7, got {text!r}") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise KnobError(f"--seeds must name distinct seeds >= 0, got {text!r}")
+    return seeds
+
+
+def run_group(config: dict[str, Any], seeds: list[int], options: TrialOptions) -> list[dict[str, Any]]:
+    """Run the group of `config` x `seeds` (harness.online.group_runner) to its end; one result dict per member.
+
+    Each result has the shape of run_solo's, plus group_size, member_index and error (None, or why the
+    member diverged). Checkpoints are not offered for groups yet (--checkpoint/--resume are refused).
+    """
+    from harness.online.group_runner import GroupRunner
+
+    if options.checkpoint or options.resume:
+        raise KnobError("--checkpoint and --resume apply to one seed; drop them with --seeds")
+    if options.max_steps is not None and options.max_steps < 1:
+        raise KnobError(f"--max-steps must be >= 1, got {options.max_steps}")
+    set_threads(options.threads)
+    device = pick_device(options.device)
+    data = load_data(config, options.data)
+    try:
+        runner = GroupRunner(config, data, seeds, device=device, max_steps=options.max_steps)
+    except ValueError as exc:
+        raise KnobError(str(exc)) from None
+    say = None if options.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        runner.run_warmup(progress=say)
+    except ValueError as exc:  # members that would stop warm-up at different epochs
+        raise KnobError(str(exc)) from None
+    while not runner.finished:
+        runner.run_online(PROGRESS_CHUNK)
+        if say is not None and sys.stderr.isatty():
+            cum = ", ".join(f"{m['cum_mse']:.4f}" for m in runner.running_metrics())
+            print(f"\rstep {runner.step}/{runner.n_steps}  cum_mse {cum}", end="", file=sys.stderr, flush=True)
+    if say is not None and sys.stderr.isatty():
+        print(file=sys.stderr)
+    results = runner.results()
+    for member, result in enumerate(results):
+        result["curve"] = runner.curve(member, options.curve_every)
+        result["data_sha256"] = data.sha256
+    return results

@@ -99,3 +99,18 @@ def test_module_entry_point_runs_as_a_process() -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: knob 'top_k'") and proc.stderr.count("\n") == 1
+
+
+def test_seeds_run_one_group_and_print_a_line_per_member(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run_cli(capsys, "--preset", "ogd", "--seeds", "2,0", "--max-steps", "30", "--epochs", "0",
+                             "--json", "--threads", "1")
+    assert status == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(r["seed"], r["member_index"], r["group_size"]) for r in lines] == [(2, 0, 2), (0, 1, 2)]
+    _, solo, _ = run_cli(capsys, "--preset", "ogd", "--seed", "0", "--max-steps", "30", "--epochs", "0", "--json",
+                         "--threads", "1")
+    assert lines[1]["mse"] == pytest.approx(json.loads(solo)["mse"], rel=1e-5)
+    for bad in (["--seeds", "1,1"], ["--seeds", "x"], ["--seeds", "0,1", "--seed", "2"],
+                ["--seeds", "0,1", "--preset", "persistence"], ["--seeds", "0,1", "--checkpoint", "c.pt"]):
+        status, out, err = run_cli(capsys, *bad, "--max-steps", "5")
+        assert status == 2 and not out and len(err.strip().splitlines()) == 1, bad

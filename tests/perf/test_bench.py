@@ -74,3 +74,16 @@ def test_floor_counts_exactly_what_the_adaptive_layers_add(preset: str) -> None:
     assert added_parameter_values(plain) == 0 and gradient_ema_values(plain) == 0
     per_ema = sum(bank.weight.numel() for bank in adaptive.adaptive.banks)  # one EMA value per live weight
     assert gradient_ema_values(adaptive) == per_ema * (3 if preset == "ultra" else 2)
+
+
+def test_group_sizes_report_member_steps_against_the_solo_step(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--group-sizes", "2", "1", "--presets", "ogd", "--steps", "5", "--epochs", "0", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["path"], r["group_size"]) for r in rows] == [("solo", 1), ("group", 1), ("group", 2)]
+    for r in rows:
+        assert r["preset"] == "ogd" and r["ms_per_member_step"] > 0
+        assert r["member_steps_per_s"] == pytest.approx(1000 / r["ms_per_member_step"])
+        assert r["ms_per_member_step"] == pytest.approx(r["ms_per_step"] / r["group_size"])
+    assert rows[0]["ratio_to_solo"] == 1.0
+    assert main(["--group-sizes", "0"]) == 2
+    assert main(["--group-sizes", "2", "--presets", "persistence"]) == 2
