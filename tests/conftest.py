@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from data import PreparedData, prepare_data
 
@@ -19,3 +21,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 def etth1() -> PreparedData:
     """ETTh1, features S, seq_len 48, pred_len 12."""
     return prepare_data("ETTh1", "S")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one torch thread (the machine is shared), restoring the count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,7 +29,7 @@ from fsnet_models.group import GroupNet, build_group, member_mask
 from fsnet_models.group_optim import GroupAdamW
 from fsnet_models.presets import preset as get_preset
 from harness.online.metrics import cumulative_curve, stream_metrics
-from harness.online.protocol import StepRecords
+from harness.online.protocol import StepRecords, train_step
 from harness.online.runner import on_device
 from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb
 
@@ -128,18 +128,6 @@ def make_group_learner(kind: str, config: dict[str, Any], seeds: Sequence[int]) 
     raise ValueError(f"learner kind {kind!r} cannot be grouped")
 
 
-def group_train_step(model: GroupNet, optimizer: GroupAdamW, x: torch.Tensor, y: torch.Tensor,
-                     learner: GroupOGD | GroupReplay, out: torch.Tensor | None = None) -> torch.Tensor:
-    """One optimiser step of every member on (x [G, B, T, C], y [G, B, P]); returns out [G, B, P]."""
-    if out is None:
-        out = model(x)
-    optimizer.zero_grad(set_to_none=True)
-    learner.loss(model, x, y, out).backward()
-    optimizer.step()
-    model.end_step()
-    return out
-
-
 @torch.no_grad()
 def validate_group(model: GroupNet, split: SplitWindows, batch_size: int) -> torch.Tensor:
     """Every member's validation MSE [G] float64: the mean over batches (in order, last partial kept)
@@ -182,7 +170,7 @@ def warm_up_group(model: GroupNet, optimizer: GroupAdamW, train: SplitWindows, v
         for i in range(len(train) // batch_size):
             idx = orders[:, i * batch_size:(i + 1) * batch_size]  # [G, B]: member m's batch in row m
             model.begin_step()
-            group_train_step(model, optimizer, train.x[idx], train.y[idx], learner)
+            train_step(model, optimizer, train.x[idx], train.y[idx], learner)
         val_mse = validate_group(model, val, batch_size)  # [G]
         improved = val_mse <= best
         ever_improved |= improved
@@ -235,14 +223,14 @@ def run_group_stream(model: GroupNet, optimizer: GroupAdamW, learner: GroupOGD |
         records.sq_err[:, t] = err.square().mean(1)
         records.abs_err[:, t] = err.abs().mean(1)
         if delay == 0:
-            group_train_step(model, optimizer, x, y, learner, out)
+            train_step(model, optimizer, x, y, learner, out)
             learner.remember(x, y, out)
             continue
         learn = t - delay
         if learn >= 0:
             x_l = stream.x[learn:learn + 1].expand(members, 1, *stream.x.shape[1:])
             y_l = stream.y[learn:learn + 1].expand(members, 1, -1)
-            out = group_train_step(model, optimizer, x_l, y_l, learner)
+            out = train_step(model, optimizer, x_l, y_l, learner)
             learner.remember(x_l, y_l, out)
 
 

@@ -42,13 +42,7 @@ STAT_TOL = {"rtol": 1e-5, "atol": 1e-5}
 GRADIENT_STATISTICS = ("e_fast", "e_slow", "e_square", "q_ema", "memory", "cos_stats", "diag_sums", "diag_range")
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """The tests run on one thread (the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config_for(preset: str) -> dict[str, Any]:

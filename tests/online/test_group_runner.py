@@ -24,13 +24,7 @@ from harness.online.session import parse_seeds
 SEEDS = [0, 3, 5]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """The tests run on one thread (the machine is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def group_and_solos(data: PreparedData, preset: str, steps: int, **knobs: Any) -> tuple[GroupRunner, list]:
