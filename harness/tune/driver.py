@@ -10,47 +10,14 @@ from typing import Any
 from harness.analysis.tables import ranking_from_trials
 from harness.experiment.console import format_ranking
 from harness.experiment.results import ResultsStore
-from harness.online.runtime import cuda_devices
-from harness.tune.results_callback import ResultsCallback
-from harness.tune.tuner import build_tuner, init_ray, make_trainable, ray_experiment_path, restore_tuner
+from harness.tune.fit import fit_experiment
+from harness.tune.tuner import ray_experiment_path
 
 
 def _resume_hint(settings: dict[str, Any], folder: Path) -> str:
     """The command that continues this experiment."""
     return (f"python -m harness.ablate --resume --experiment {shlex.quote(settings['name'])} "
             f"--results {shlex.quote(str(folder.parent))}")
-
-
-def _fit(settings: dict[str, Any], folder: Path, resume: bool, address: str | None,
-         tuner_settings: dict[str, Any] | None = None) -> None:
-    """Start Ray, run (or restore and continue) the Tuner, shut Ray down.
-
-    tuner_settings: what the Tuner is built or restored from, when not `settings` (a round of --until-resolved:
-    its own Ray name and trials); the callbacks always write the experiment's rows.
-    """
-    import ray
-
-    store = ResultsStore(folder)
-    experiment = {k: settings[k] for k in ("name", "space", "design", "unit", "plain")}
-    callbacks = [ResultsCallback(folder, experiment, settings["n_trials"])]
-    # W&B: `--wandb offline|online` adds a WandbLoggerCallback (one run per trial, under <folder>/wandb);
-    # `--wandb off` adds nothing.
-    from harness.tune.wandb_trials import make_trial_callback
-
-    wandb_callback = make_trial_callback(settings, folder)
-    if wandb_callback is not None:
-        callbacks.append(wandb_callback)
-    resources = settings["resources"]
-    init_ray(address, cuda_devices())
-    try:
-        trainable = make_trainable(store.finished(), resources["cpus_per_trial"], resources["gpus_per_trial"])
-        tuned = tuner_settings or settings
-        tuner = restore_tuner(tuned, trainable) if resume else None
-        if tuner is None:
-            tuner = build_tuner(tuned, trainable, callbacks)
-        tuner.fit()
-    finally:
-        ray.shutdown()
 
 
 def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address: str | None) -> int:
@@ -67,7 +34,7 @@ def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
     print(f"experiment {settings['name']}: {total} trials ({settings['space']} / {settings['design']}"
           f" / {settings['unit']}); results in {folder}", flush=True)
     try:
-        _fit(settings, folder, resume, address)
+        fit_experiment(settings, folder, resume, address)
     except KeyboardInterrupt:
         print(f"interrupted; resume with: {_resume_hint(settings, folder)}", file=sys.stderr)
         return 130

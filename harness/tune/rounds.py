@@ -30,7 +30,7 @@ from harness.analysis.tables import ranking_from_trials
 from harness.experiment.console import format_ranking
 from harness.experiment.results import ResultsStore
 
-# run_round(tuner_settings, callback_settings, resume): run one round's Tuner to its end (the driver's _fit).
+# run_round(tuner_settings, callback_settings, resume): run one round's Tuner to its end (tune.fit.fit_experiment).
 RunRound = Callable[[dict[str, Any], dict[str, Any], bool], None]
 Finish = Callable[[Path, dict[str, Any]], None]
 
@@ -76,11 +76,11 @@ def finished(frame: pd.DataFrame, trials: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _default_run_round(folder: Path, address: str | None) -> RunRound:
-    """The round on Ray Tune: the driver's _fit, callbacks from the experiment's settings, Tuner from the round's."""
+    """The round on Ray Tune: fit_experiment, callbacks from the experiment's settings, Tuner from the round's."""
     def run(tuner_settings: dict[str, Any], callback_settings: dict[str, Any], resume: bool) -> None:
-        from harness.tune.driver import _fit
+        from harness.tune.fit import fit_experiment
 
-        _fit(callback_settings, folder, resume, address, tuner_settings=tuner_settings)
+        fit_experiment(callback_settings, folder, resume, address, tuner_settings=tuner_settings)
     return run
 
 
