@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,14 +9,8 @@ from typing import Any
 from harness.analysis.tables import ranking_from_trials
 from harness.experiment.console import format_ranking
 from harness.experiment.results import ResultsStore
-from harness.tune.fit import fit_experiment
+from harness.tune.fit import fit_experiment, fit_failed, resume_hint
 from harness.tune.tuner import ray_experiment_path
-
-
-def _resume_hint(settings: dict[str, Any], folder: Path) -> str:
-    """The command that continues this experiment."""
-    return (f"python -m harness.ablate --resume --experiment {shlex.quote(settings['name'])} "
-            f"--results {shlex.quote(str(folder.parent))}")
 
 
 def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address: str | None) -> int:
@@ -35,13 +28,8 @@ def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
           f" / {settings['unit']}); results in {folder}", flush=True)
     try:
         fit_experiment(settings, folder, resume, address)
-    except KeyboardInterrupt:
-        print(f"interrupted; resume with: {_resume_hint(settings, folder)}", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        print(f"error: Ray Tune failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, never a traceback
+        return fit_failed(exc, settings, folder)
     store = ResultsStore(folder)
     frame = store.frame()
     print()
@@ -61,7 +49,7 @@ def run_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
         finish_experiment(folder, settings.get("wandb") or "off", resolve_project(settings.get("wandb_project")))
     if finished + failed < total:
         print(f"incomplete: {finished + failed} of {total} trials recorded; resume with: "
-              f"{_resume_hint(settings, folder)}", file=sys.stderr)
+              f"{resume_hint(settings, folder)}", file=sys.stderr)
         return 130
     if failed:
         print(f"{failed} of {total} trials ended in ERROR (see the error column); --resume retries them",

@@ -3,6 +3,9 @@ callbacks, run it to its end, shut Ray down. The driver calls it once; --until-r
 
 from __future__ import annotations
 
+import shlex
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +45,19 @@ def fit_experiment(settings: dict[str, Any], folder: Path, resume: bool, address
         tuner.fit()
     finally:
         ray.shutdown()
+
+
+def resume_hint(settings: Mapping[str, Any], folder: Path) -> str:
+    """The command that continues this experiment."""
+    return (f"python -m harness.ablate --resume --experiment {shlex.quote(str(settings['name']))} "
+            f"--results {shlex.quote(str(folder.parent))}")
+
+
+def fit_failed(exc: BaseException, settings: Mapping[str, Any], folder: Path) -> int:
+    """One line on stderr for a fit that did not finish; returns the exit status (130 interrupted, else 1)."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"interrupted; resume with: {resume_hint(settings, folder)}", file=sys.stderr)
+        return 130
+    print(f"error: Ray Tune failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+          file=sys.stderr)
+    return 1

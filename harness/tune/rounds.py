@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,16 +28,12 @@ from harness.analysis.rounds import Rounds, check_round, replay, round_line, seq
 from harness.analysis.tables import ranking_from_trials
 from harness.experiment.console import format_ranking
 from harness.experiment.results import ResultsStore
+from harness.tune.fit import fit_experiment, fit_failed, resume_hint
 
 # run_round(tuner_settings, callback_settings, resume): run one round's Tuner to its end (tune.fit.fit_experiment).
 RunRound = Callable[[dict[str, Any], dict[str, Any], bool], None]
 Finish = Callable[[Path, dict[str, Any]], None]
 
-
-def _resume_hint(settings: Mapping[str, Any], folder: Path) -> str:
-    """The command that continues this experiment."""
-    return (f"python -m harness.ablate --resume --experiment {shlex.quote(str(settings['name']))} "
-            f"--results {shlex.quote(str(folder.parent))}")
 
 
 def round_trials(settings: Mapping[str, Any], configs: Sequence[str], reps: range) -> list[dict[str, Any]]:
@@ -78,8 +73,6 @@ def finished(frame: pd.DataFrame, trials: Sequence[Mapping[str, Any]]) -> bool:
 def _default_run_round(folder: Path, address: str | None) -> RunRound:
     """The round on Ray Tune: fit_experiment, callbacks from the experiment's settings, Tuner from the round's."""
     def run(tuner_settings: dict[str, Any], callback_settings: dict[str, Any], resume: bool) -> None:
-        from harness.tune.fit import fit_experiment
-
         fit_experiment(callback_settings, folder, resume, address, tuner_settings=tuner_settings)
     return run
 
@@ -134,13 +127,8 @@ def run_until_resolved(settings: dict[str, Any], folder: Path, resume: bool, add
 
     try:
         rounds = replay(plan, fetch, on_round)
-    except KeyboardInterrupt:
-        print(f"interrupted; resume with: {_resume_hint(settings, folder)}", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
-        print(f"error: Ray Tune failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-              file=sys.stderr)
-        return 1
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - one line, never a traceback
+        return fit_failed(exc, settings, folder)
     return _conclude(settings, folder, plan, rounds, finish)
 
 
@@ -163,7 +151,7 @@ def _conclude(settings: dict[str, Any], folder: Path, plan: sq.SequentialPlan, r
 
     print(f"         {ray_experiment_path(settings['storage'], settings['name'])}-round* (Ray state, checkpoints)")
     if stop is not None and stop.kind == "incomplete":
-        print(f"{stop}; resume with: {_resume_hint(settings, folder)}", file=sys.stderr)
+        print(f"{stop}; resume with: {resume_hint(settings, folder)}", file=sys.stderr)
         return 130
     ran = set()
     for r, configs in enumerate(rounds.configs_by_round):
