@@ -66,7 +66,8 @@ def build_from_config(config: dict[str, Any], n_columns: int = ETT_VALUE_COLUMNS
     if spec.conv == "adaptive":
         adaptive = AdaptiveSettings.from_config(config, memory=spec.memory,
                                                 index_weighted_read=spec.retrieval == "bug")
-    return ForecastNet(n_in, n_out, config["seq_len"], config["pred_len"], adaptive, fast=fast)
+    return ForecastNet(n_in, n_out, config["seq_len"], config["pred_len"], adaptive, fast=fast,
+                       revin=config.get("revin", False), target_index=target_index)
 
 
 def build_model(preset: str, *, n_columns: int = ETT_VALUE_COLUMNS, fast: bool = True, **knobs: Any) -> nn.Module:

@@ -48,6 +48,7 @@ from fsnet_models.factory import build_from_config
 from fsnet_models.kernels import conv1d
 from fsnet_models.member_ops import member_dropout
 from fsnet_models.model import ForecastNet
+from fsnet_models.revin import revin_denormalise, revin_normalise
 
 BANK_PREFIX = "adaptive.banks."
 CONV_LAYOUT = "grouped"  # the default of GroupNet.conv_layout (see the module docstring)
@@ -327,7 +328,12 @@ class GroupNet(nn.Module):
         self._convs = [per_bank[b][index] for b, index in self.location]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [G, B, seq_len, n_in + 7] (member i's batch in x[i]) -> forecast [G, B, pred_len * n_out]."""
+        """x [G, B, seq_len, n_in + 7] (member i's batch in x[i]) -> forecast [G, B, pred_len * n_out].
+
+        With the template's `revin` on, each member's windows are normalised and its forecasts
+        mapped back exactly as the solo ForecastNet does (the same per-sample functions over the
+        leading [G, B] dims).
+        """
         if x.dim() != 4 or x.shape[0] != self.members:
             raise ValueError(f"expected input [{self.members}, B, seq_len, features], got {list(x.shape)}")
         if self.adaptive is None:
@@ -337,9 +343,17 @@ class GroupNet(nn.Module):
             if self._convs is None:
                 raise RuntimeError("begin_step() must be called before forward() on an adaptive model")
             convs = self._convs
+        template = self._template[0]
+        revin = template.revin
+        if revin:
+            x, mean, std = revin_normalise(x, template.n_in)  # [G, B, seq_len, n_in + 7], [G, B, n_in] x 2
         rep = self._encode(x, convs).transpose(1, 2)  # [G, 320, B]
         out = stacked_linear(rep, self.head.weight, self.head.bias)  # [G, P, B]
-        return out.transpose(1, 2).contiguous()  # [G, B, P]
+        out = out.transpose(1, 2).contiguous()  # [G, B, P]
+        if revin:
+            assert template.target_index is not None
+            out = revin_denormalise(out, mean, std, template.target_index, template.n_out)  # [G, B, P]
+        return out
 
     def _encode(self, x: torch.Tensor, convs: Sequence[ConvParams]) -> torch.Tensor:
         """The solo Encoder's fast path for every member: x [G, B, T, F] -> representation [G, B, 320].

@@ -3,6 +3,8 @@
 Each knob has a name, a type, a default (the `fsnet` value), an allowed range or choices, the
 values the `advanced` and `ultra` presets give it, a one-line description, and the innovation of
 the technical report it belongs to (Advanced 1-4, Ultra 1-6), or "hyperparameter"/"protocol".
+A knob with `none_means` also takes None (`--set name=none`), its default where that is the
+reference (online_lr: None = the learning rate warm-up leaves).
 The CLI (`--set`), the search spaces, the results schema and the docs all read this table;
 nothing lists the knobs a second time by hand.
 """
@@ -43,20 +45,23 @@ class Knob:
     low_inclusive: bool = True
     high_inclusive: bool = True
     preset_values: Mapping[str, Any] = field(default_factory=dict)
+    none_means: str | None = None  # set: None is a value too (written `none`), meaning this
 
     def allowed(self) -> str:
         """A short human-readable statement of the values this knob accepts."""
         if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.type is bool:
-            return "true or false"
-        parts = []
-        if self.low is not None:
-            parts.append(f"{'>=' if self.low_inclusive else '>'} {self.low:g}")
-        if self.high is not None:
-            parts.append(f"{'<=' if self.high_inclusive else '<'} {self.high:g}")
-        kind = "an integer" if self.type is int else "a number"
-        return kind + (" " + " and ".join(parts) if parts else "")
+            text = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.type is bool:
+            text = "true or false"
+        else:
+            parts = []
+            if self.low is not None:
+                parts.append(f"{'>=' if self.low_inclusive else '>'} {self.low:g}")
+            if self.high is not None:
+                parts.append(f"{'<=' if self.high_inclusive else '<'} {self.high:g}")
+            kind = "an integer" if self.type is int else "a number"
+            text = kind + (" " + " and ".join(parts) if parts else "")
+        return text if self.none_means is None else f"{text}, or none ({self.none_means})"
 
     def value_for(self, preset: str) -> Any:
         """The value this knob takes in `preset` (its default where the preset leaves it alone)."""
@@ -121,6 +126,12 @@ _KNOB_LIST: tuple[Knob, ...] = (
     Knob("lr", float, 1e-3, "AdamW learning rate at the start of warm-up", scope=SCOPE_NEURAL,
          low=0.0, high=1.0, low_inclusive=False),
     Knob("weight_decay", float, 0.01, "AdamW decoupled weight decay", scope=SCOPE_NEURAL, low=0.0),
+    Knob("online_lr", float, None, "learning rate of the online phase only (set at the end of warm-up)",
+         scope=SCOPE_NEURAL, low=0.0, high=1.0, low_inclusive=False,
+         none_means="the reference: the rate warm-up leaves, lr * 0.5**(E-1) when all E >= 1 epochs run"),
+    Knob("revin", bool, False, "RevIN without its affine: each window's data columns minus their mean over"
+         " time, over sqrt(var + 1e-5); the forecast mapped back with its target column's (no parameters)",
+         scope=SCOPE_NEURAL),
     Knob("tau", float, 0.75, "blend coefficient of memory retrieval and write", scope=SCOPE_MEMORY,
          low=0.0, high=1.0, low_inclusive=False, high_inclusive=False),
     Knob("gamma", float, 0.9, "slow gradient EMA decay (and of the second moment)", scope=SCOPE_ADAPTIVE,
@@ -182,6 +193,7 @@ INNOVATIONS: dict[str, Innovation] = {
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+_NONE = {"none", "null"}
 
 
 def knob(name: str) -> Knob:
@@ -196,6 +208,8 @@ def parse_knob_value(name: str, text: str) -> Any:
     """Convert the command-line text of a `--set name=text` into the knob's type, then validate it."""
     spec = knob(name)
     raw = text.strip()
+    if spec.none_means is not None and raw.lower() in _NONE:
+        return None
     try:
         if spec.type is bool:
             low = raw.lower()
@@ -214,8 +228,13 @@ def parse_knob_value(name: str, text: str) -> Any:
 
 
 def validate_knob(name: str, value: Any) -> Any:
-    """Check `value` against the knob's type and range; return it (ints accepted for floats)."""
+    """Check `value` against the knob's type and range; return it (ints accepted for floats).
+
+    None is accepted only by a knob with `none_means` (e.g. online_lr: None = the reference).
+    """
     spec = knob(name)
+    if value is None and spec.none_means is not None:
+        return None
     bad = KnobError(f"knob '{name}' got {value!r}: expected {spec.allowed()}")
     if spec.type is bool:
         if not isinstance(value, bool):

@@ -11,6 +11,7 @@ Baselines implement the verbs as no-ops, so the online loop has no preset switch
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from fsnet_models.adaptive import AdaptiveConvBank, AdaptiveSettings, select_layers
 from fsnet_models.backbone import KERNEL, OUTPUT, ConvParams, Encoder, conv_shapes
+from fsnet_models.revin import revin_denormalise, revin_normalise
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,23 @@ class AdaptiveLayers(nn.Module):
 
 
 class ForecastNet(nn.Module):
-    """Backbone + linear head; plain convs (baselines) or adaptive convs (FSNet family)."""
+    """Backbone + linear head; plain convs (baselines) or adaptive convs (FSNet family).
+
+    `revin` (the knob): each window's n_in data columns are instance-normalised before the
+    backbone and the forecast is mapped back with the statistics of the target columns
+    `target_index` (fsnet_models.revin; no parameters). Off (the default) the forward is the
+    reference one, untouched.
+    """
 
     def __init__(self, n_in: int, n_out: int, seq_len: int, pred_len: int,
-                 adaptive: AdaptiveSettings | None, fast: bool = True) -> None:
+                 adaptive: AdaptiveSettings | None, fast: bool = True, revin: bool = False,
+                 target_index: Sequence[int] | None = None) -> None:
         super().__init__()
+        if revin and (target_index is None or len(target_index) != n_out):
+            raise ValueError(f"revin needs the {n_out} target column(s) among the {n_in} inputs (target_index)")
+        self.n_in, self.n_out = n_in, n_out
+        self.revin = revin
+        self.target_index = list(target_index) if target_index is not None else None
         self.encoder = Encoder(n_in, seq_len, plain_convs=adaptive is None, fast=fast)
         self.head = nn.Linear(OUTPUT, pred_len * n_out)
         self.adaptive = (AdaptiveLayers(adaptive, self.encoder.last_only_layers())
@@ -157,7 +171,12 @@ class ForecastNet(nn.Module):
             if self._convs is None:
                 raise RuntimeError("begin_step() must be called before forward() on an adaptive model")
             convs = self._convs
-        return self.head(self.encoder(x, convs))
+        if not self.revin:
+            return self.head(self.encoder(x, convs))
+        assert self.target_index is not None
+        x, mean, std = revin_normalise(x, self.n_in)  # [B, seq_len, n_in + 7], [B, n_in] x 2
+        out = self.head(self.encoder(x, convs))  # [B, pred_len * n_out]
+        return revin_denormalise(out, mean, std, self.target_index, self.n_out)  # [B, pred_len * n_out]
 
     def end_step(self) -> None:
         """After the optimiser step: gradient EMAs and trigger; drops this step's calibrations."""

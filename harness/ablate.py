@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"--until-resolved: seeds per configuration at most (default {D.max_seeds})")
     p.add_argument("--seeds-per-round", type=int, default=None,
                    help=f"--until-resolved: seeds per configuration a round adds (default {D.seeds_per_round})")
+    p.add_argument("--group-size", default=None,
+                   help="grid designs: run each configuration's seeds as groups of G seeds in one batched network "
+                   "(one Ray trial per group; --cpus/--gpus-per-trial are per group), or 'auto' for the measured "
+                   "best G "
+                   f"(default {D.group_size}: every seed its own trial)")
     p.add_argument("--alpha", type=float, default=None,
                    help=f"--until-resolved: family-wise error level of the design's effects (default {D.alpha:g})")
     p.add_argument("--dry-run", action="store_true", help="print the planned trials and exit")

@@ -4,6 +4,9 @@ Reads trials.parquet, curves.parquet and experiment.json; writes effects/ranking
 report.md under `<experiment>/analysis/` (or --out) and prints the paths written, one per line.
 `python -m harness.analyze --simulate-sequential --experiments N [--alpha A] [--json]` instead simulates the
 sequential (--until-resolved) rule and prints its error rates, power and seeds spent (docs/sequential.md).
+`python -m harness.analyze --compare EXP_A EXP_B [--metric mse] [--json]` sets two experiments side by side:
+per variant both ran, seeds, means with 95% t intervals, B - A with Welch's (and, on the same seeds, the paired)
+interval, in % of A, and a verdict (docs/analysis.md).
 A missing folder, a missing or malformed parquet file, or a bad flag exits with status 2 and one line
 on stderr.
 """
@@ -40,8 +43,32 @@ def build_parser() -> OneLineParser:
                      help="Monte Carlo of the --until-resolved rule on loo designs with effects 0, 2, 5, 15%%")
     sim.add_argument("--experiments", type=int, default=500, metavar="N", help="simulated experiments (default 500)")
     sim.add_argument("--alpha", type=float, default=0.05, metavar="A", help="family-wise alpha (default 0.05)")
-    sim.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    cmp = p.add_argument_group("two experiments side by side (harness.analysis.compare; no experiment folder)")
+    cmp.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("EXP_A", "EXP_B"),
+                     help="compare two experiment folders (each with trials.parquet), variant by variant: B - A")
+    cmp.add_argument("--metric", default=None, metavar="M", help="the metric compared (default mse)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of a table (--simulate-sequential, --compare)")
     return p
+
+
+def compare_main(args: argparse.Namespace) -> int:
+    """--compare: print the side-by-side table (or its JSON object); 2 (one line on stderr) on bad input."""
+    if args.experiment is not None:
+        return fail("--compare takes its two experiment folders, not a third")
+    if args.simulate_sequential:
+        return fail("--compare and --simulate-sequential exclude each other")
+    from harness.analysis.compare import compare_folders, compare_text
+
+    try:
+        payload = compare_folders(args.compare[0], args.compare[1], args.metric or "mse")
+    except AnalysisInputError as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps(payload, allow_nan=False, default=str))
+    else:
+        print(compare_text(payload), end="")
+    return 0
 
 
 def simulate_main(args: argparse.Namespace) -> int:
@@ -74,6 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; 0 on success, 2 (one line on stderr) on bad input, 1 when the output cannot be written."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.compare is not None:
+        return compare_main(args)
+    if args.metric is not None:
+        return fail("--metric applies to --compare only")
     if args.simulate_sequential:
         return simulate_main(args)
     if args.experiment is None:

@@ -1,6 +1,7 @@
 """Result files of an experiment, written atomically as each trial finishes.
 
-<results>/<experiment>/trials.parquet  one row per trial (explicit, stable pyarrow schema)
+<results>/<experiment>/trials.parquet  one row per trial, i.e. per (configuration, seed), also when seeds ran as
+                                       a group (group_id: the group's Tune trial id; group_size; member_index)
 <results>/<experiment>/curves.parquet  cumulative MSE/MAE every report_every steps and at the last step
 Both are rewritten whole through a temp file in the same folder and os.replace, so a reader never
 sees a half-written file. A trial is keyed by trial_id: a retried trial replaces its row.
@@ -37,7 +38,7 @@ def _trial_schema() -> pa.Schema:
     """The columns of trials.parquet, in order, with their types."""
     s, f, i, b = pa.string(), pa.float64(), pa.int64(), pa.bool_()
     fields = [("experiment", s), ("trial_id", s), ("variant", s), ("space", s), ("design", s), ("unit", s),
-              ("preset", s), ("seed", i)]
+              ("preset", s), ("seed", i), ("group_id", s), ("group_size", i), ("member_index", i)]
     fields += [(f"knob_{k.name}", _ARROW_TYPES[k.type]) for k in KNOBS.values()]
     fields += [(f"innov_{name}", b) for name in INNOVATIONS]
     fields += [("dataset", s), ("features", s), ("seq_len", i), ("pred_len", i), ("feedback_delay", i)]
@@ -91,6 +92,8 @@ def build_trial_row(experiment: Mapping[str, Any], trial_id: str, variant: str, 
     row.update({"experiment": experiment["name"], "trial_id": trial_id, "variant": variant,
                 "space": experiment["space"], "design": experiment["design"], "unit": experiment["unit"],
                 "preset": preset, "seed": seed, "status": status, "error": error,
+                "group_id": result.get("group_id") or trial_id, "group_size": result.get("group_size") or 1,
+                "member_index": result.get("member_index") or 0,
                 "git_commit": experiment.get("git_commit"), "package_versions": experiment.get("package_versions")})
     row.update({f"knob_{k}": knobs.get(k) for k in KNOBS})
     row.update({f"innov_{k}": innovations.get(k) for k in INNOVATIONS})
@@ -169,11 +172,16 @@ class ResultsStore:
         An ERROR row of the same variant and seed under another trial_id (a trial Ray re-created
         after a driver crash) is superseded as well, so each planned trial appears once.
         """
-        trial_id = row["trial_id"]
-        gone = {trial_id} | {r["trial_id"] for r in self.trials
-                             if r["status"] == "ERROR" and (r["variant"], r["seed"]) == (row["variant"], row["seed"])}
-        self.trials = [r for r in self.trials if r["trial_id"] not in gone] + [dict(row)]
-        self.curves = [c for c in self.curves if c["trial_id"] not in gone] + [dict(c) for c in curve]
+        self.upsert_many([(row, curve)])
+
+    def upsert_many(self, entries: Iterable[tuple[Mapping[str, Any], Iterable[Mapping[str, Any]]]]) -> None:
+        """upsert() of several (row, curve) pairs (a group's members), with one rewrite of each file."""
+        for row, curve in entries:
+            trial_id = row["trial_id"]
+            gone = {trial_id} | {r["trial_id"] for r in self.trials if r["status"] == "ERROR"
+                                 and (r["variant"], r["seed"]) == (row["variant"], row["seed"])}
+            self.trials = [r for r in self.trials if r["trial_id"] not in gone] + [dict(row)]
+            self.curves = [c for c in self.curves if c["trial_id"] not in gone] + [dict(c) for c in curve]
         write_table_atomic(pa.Table.from_pylist(self.curves, schema=CURVE_SCHEMA), self.curves_path)
         write_table_atomic(pa.Table.from_pylist(self.trials, schema=TRIAL_SCHEMA), self.trials_path)
 

@@ -19,6 +19,7 @@ from fsnet_models.knobs import KnobError, parse_knob_value
 from harness.cli import parse_sets
 from harness.experiment.designs import DESIGNS, GRID_DESIGNS, UNITS, optuna_base, plan_trials, units
 from harness.experiment.files import EXPERIMENT_FILE, experiment_folder, read_experiment
+from harness.experiment.groups import parse_group_size
 from harness.online.runtime import cuda_devices
 from harness.online.trial_data import data_key, load_data
 from search_spaces.spaces import get_space
@@ -54,6 +55,7 @@ class ExperimentFlags:
     max_seeds: int = 16
     seeds_per_round: int = 4
     alpha: float = 0.05
+    group_size: int | str = 1
 
 
 DEFAULTS = ExperimentFlags()
@@ -165,6 +167,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "data_path": str(Path(values["data"]).expanduser().absolute()) if values["data"] else None,
         "wandb": args.wandb, "base_preset": space.base_preset, "full_preset": space.full_preset,
         "innovations": list(space.innovations), "plain_presets": list(space.presets),
+        "group_size": parse_group_size(values["group_size"]),
     }
     _check_numbers({**s, "samples": values["samples"]})
     check_storage(s["storage"])
@@ -186,6 +189,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     else:
         if values["limit"]:
             raise KnobError("--limit applies to the grid designs; use --samples with --design optuna")
+        if s["group_size"] != 1:
+            raise KnobError("--group-size applies to the grid designs (optuna suggests one configuration per trial)")
         preset, overrides = optuna_base(space, sets, soft)
         s.update(samples=values["samples"], multi_objective=bool(values["multi_objective"]),
                  scheduler=None if values["scheduler"] == "none" else values["scheduler"], planned_trials=[],

@@ -16,8 +16,12 @@ holds it to that. Members that stop warm-up early: see `warm_up_group`.
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +33,8 @@ from fsnet_models.group import GroupNet, build_group, member_mask
 from fsnet_models.group_optim import GroupAdamW
 from fsnet_models.presets import preset as get_preset
 from harness.online.metrics import cumulative_curve, stream_metrics
-from harness.online.protocol import StepRecords, train_step
-from harness.online.runner import on_device
+from harness.online.protocol import StepRecords, set_online_learning_rate, train_step
+from harness.online.runner import CheckpointError, on_device
 from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb
 
 
@@ -241,6 +245,9 @@ def group_records(members: int, n_steps: int, width: int, device: torch.device) 
                        torch.zeros(members, n_steps, dtype=torch.float64, device=device))
 
 
+GROUP_CHECKPOINT_VERSION = 1
+
+
 class GroupRunner:
     """A group of `config` (a resolved knob dict; its seed is ignored) for `seeds`, on `data`.
 
@@ -290,6 +297,7 @@ class GroupRunner:
             self.warmup_reports = warm_up_group(self.model, self.optimizer, self.train, self.val,
                                                 self.config["epochs"], self.config["batch_size"],
                                                 self.config["patience"], self.config["lr"], self.generators, progress)
+        set_online_learning_rate(self.optimizer, self.config)
         self.warmup_seconds += time.perf_counter() - started
         self.warmed_up = True
 
@@ -363,3 +371,66 @@ class GroupRunner:
                 "error": None if diverged is None else f"diverged: non-finite forecast at online step {diverged}",
             })
         return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume this group exactly: the GroupNet, GroupAdamW and learner
+        states, every member's shuffling and dropout generator, torch's global RNG, and the records."""
+        generators = self.model.generators or []
+        return {
+            "version": GROUP_CHECKPOINT_VERSION, "config": self.config, "seeds": self.seeds,
+            "n_steps": self.n_steps, "step": self.step, "warmed_up": self.warmed_up,
+            "warmup_reports": self.warmup_reports, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "learner": self.learner.state_dict(),
+            "shuffle_generators": [g.get_state() for g in self.generators],
+            "dropout_generators": [g.get_state() for g in generators], "torch_rng": torch.get_rng_state(),
+            "preds": self.records.preds[:, :self.step].cpu(), "sq_err": self.records.sq_err[:, :self.step].cpu(),
+            "abs_err": self.records.abs_err[:, :self.step].cpu(),
+            "warmup_seconds": self.warmup_seconds, "online_seconds": self.online_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state_dict() of a group built with the same config and seeds (CheckpointError otherwise)."""
+        if state.get("version") != GROUP_CHECKPOINT_VERSION:
+            raise CheckpointError(f"group checkpoint format version {state.get('version')} is not this code's "
+                                  f"version {GROUP_CHECKPOINT_VERSION}; rerun the group from the start")
+        if state.get("config") != self.config or state.get("seeds") != self.seeds:
+            raise CheckpointError("checkpoint was written for a different group (configuration or seeds)")
+        self.n_steps, self.step, self.warmed_up = state["n_steps"], state["step"], state["warmed_up"]
+        self.warmup_reports = state["warmup_reports"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.learner.load_state_dict(state["learner"])
+        for generator, saved in zip(self.generators, state["shuffle_generators"], strict=True):
+            generator.set_state(saved)
+        for generator, saved in zip(self.model.generators or [], state["dropout_generators"], strict=True):
+            generator.set_state(saved)
+        torch.set_rng_state(state["torch_rng"])
+        self.records = group_records(self.members, self.n_steps, self.stream.y.shape[1], self.device)
+        self.records.preds[:, :self.step] = state["preds"].to(self.device)
+        self.records.sq_err[:, :self.step] = state["sq_err"].to(self.device)
+        self.records.abs_err[:, :self.step] = state["abs_err"].to(self.device)
+        self.warmup_seconds, self.online_seconds = state["warmup_seconds"], state["online_seconds"]
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write state_dict() to `path` atomically (temp file in the same folder, then rename)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                torch.save(self.state_dict(), handle)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore from a file written by save(); CheckpointError when it cannot be resumed."""
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+            raise CheckpointError(f"cannot read group checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is not a group checkpoint")
+        self.load_state_dict(state)

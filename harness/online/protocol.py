@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,22 @@ def warm_up(model: OnlineModel, optimizer: torch.optim.Optimizer, train: SplitWi
         for name, value in snapshot.items():
             tracked[name].copy_(value)
     return WarmupReport(len(history), history, best_epoch)
+
+
+def set_online_learning_rate(optimizer: Any, config: Mapping[str, Any]) -> None:
+    """The online phase's learning rate: when config["online_lr"] is not None, set "lr" of every
+    entry of optimizer.param_groups to it; None (or absent, as for persistence): leave the rate
+    warm-up's schedule left (the reference: lr * 0.5**(E-1) when all E >= 1 epochs ran; an
+    early stop skips the halving after its last epoch, and 0 epochs leave lr).
+
+    Call it once, after `warm_up` and before `run_stream`. `optimizer` is a torch optimiser or
+    anything whose param_groups are live dicts (fsnet_models.group_optim.GroupAdamW).
+    """
+    online_lr = config.get("online_lr")
+    if online_lr is None:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = float(online_lr)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from fsnet_models.presets import preset as get_preset
 from harness.online.interface import Learner, OnlineModel
 from harness.online.learners import make_learner
 from harness.online.metrics import cumulative_curve, stream_metrics
-from harness.online.protocol import StepRecords, run_stream, warm_up
+from harness.online.protocol import StepRecords, run_stream, set_online_learning_rate, warm_up
 from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb
 
 CHECKPOINT_VERSION = 2  # 2: last-position adaptive layers keep only the centre tap
@@ -97,6 +97,7 @@ class TrialRunner:
             report = warm_up(self.model, self.optimizer, self.train, self.val, self.config["epochs"],
                              self.config["batch_size"], self.config["patience"], self.config["lr"],
                              self.generator, progress)
+        set_online_learning_rate(self.optimizer, self.config)
         self.warmup_report = {"epochs_run": report.epochs_run, "val_mse": report.val_mse,
                               "best_epoch": report.best_epoch}
         self.warmup_seconds += time.perf_counter() - started

@@ -74,8 +74,12 @@ class ResultsCallback(tune.Callback):
     def _record(self, trial: Any, status: str) -> None:
         result = dict(trial.last_result or {})
         spec = TrialSpec.from_tune_config(trial.config)
+        if spec.is_group and not result.get("skipped"):
+            self._record_group(trial, spec, result, status)
+            return
         if result.get("skipped"):
-            self._say(f"[{len(self.store.trials)}/{self.total or '?'}] {spec.variant} seed {spec.seed}: "
+            seeds = f"seeds {','.join(map(str, spec.seeds))}" if spec.is_group else f"seed {spec.seed}"
+            self._say(f"[{len(self.store.trials)}/{self.total or '?'}] {spec.variant} {seeds}: "
                       "finished in an earlier run; kept")
             return
         try:
@@ -100,6 +104,41 @@ class ResultsCallback(tune.Callback):
                                                 curve))
         self._say(progress_line(row, len(self.store.trials), self.total))
 
+    def _record_group(self, trial: Any, spec: TrialSpec, result: dict[str, Any], status: str) -> None:
+        """A group's rows: one per member (trial id `<group trial id>_m<index>`), each with its curve.
+
+        A member whose stream diverged, or every member of a group that failed as a whole, is an ERROR row.
+        """
+        members = json.loads(result.get("members_json") or "[]") if status != "ERROR" else []
+        group_error = one_line_error(_read_error(trial)) if status == "ERROR" else None
+        if not members:  # the group failed (or was stopped) before reporting its members
+            members = [{"seed": seed, "member_index": i, "error": group_error or "the group ended without results"}
+                       for i, seed in enumerate(spec.seeds)]
+        common = {k: result.get(k) for k in ("trial_seconds", "started_at", "ended_at", "node_ip")}
+        common.setdefault("node_ip", trial.node_ip)
+        entries = []
+        for member in members:
+            index = int(member["member_index"])
+            member_spec = spec.member(index)
+            try:
+                knobs = member_spec.knobs()
+            except KnobError:
+                knobs = {}
+            member_result = {**common, **{k: v for k, v in member.items() if k not in ("curve_json",)},
+                             "group_id": trial.trial_id, "group_size": len(spec.seeds), "member_index": index}
+            member_result["ended_at"] = member_result.get("ended_at") or datetime.now(timezone.utc).isoformat()
+            error = member.get("error")
+            row = build_trial_row({**self.experiment, **self.provenance}, f"{trial.trial_id}_m{index}",
+                                  spec.variant, spec.preset, member_spec.seed, knobs,
+                                  innovation_states(knobs, self.experiment.get("plain", False)), member_result,
+                                  "ERROR" if error else "TERMINATED", error)
+            curve = json.loads(member.get("curve_json") or "[]")
+            entries.append((row, build_curve_rows(self.experiment["name"], row["trial_id"], spec.variant,
+                                                  member_spec.seed, curve)))
+        self.store.upsert_many(entries)
+        for row, _ in entries:
+            self._say(progress_line(row, len(self.store.trials), self.total))
+
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """A trial ended normally (or was stopped by the scheduler): record it as TERMINATED."""
         self._record(trial, "TERMINATED")
@@ -108,7 +147,8 @@ class ResultsCallback(tune.Callback):
         """A trial failed and will be retried from its last checkpoint: say so in one line."""
         spec = TrialSpec.from_tune_config(trial.config)
         step = (trial.last_result or {}).get("step", 0)
-        self._say(f"[retry] {spec.variant} seed {spec.seed}: {one_line_error(_read_error(trial))}; resuming from its"
+        seeds = f"seeds {','.join(map(str, spec.seeds))}" if spec.is_group else f"seed {spec.seed}"
+        self._say(f"[retry] {spec.variant} {seeds}: {one_line_error(_read_error(trial))}; resuming from its"
                   f" last checkpoint (last report at step {step})")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -5,11 +5,17 @@ On start it restores the runner from `tune.get_checkpoint()` when one exists, ru
 metrics, attaching a checkpoint (runner.save into a temp dir, plus meta.json) every
 `checkpoint_every` steps. The last report carries the flattened final result and the curve.
 The test and debugging hooks (events log, crash once, report delay) are in harness.tune.hooks.
+
+A trial of a group (several seeds, harness.experiment.groups) runs a GroupRunner the same way:
+checkpoints hold the whole group; its running reports carry the members' mean cumulative MSE
+(what a scheduler would read), and its last report lists every member's final result in
+`members_json`, from which the results callback writes one row (and curve) per member.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -23,6 +29,7 @@ import ray
 from ray import tune
 
 from harness.experiment.spec import TrialSpec
+from harness.online.group_runner import GroupRunner
 from harness.online.result import flatten_result
 from harness.online.runner import TrialRunner
 from harness.online.runtime import pick_device, set_threads
@@ -71,7 +78,7 @@ def sweep_staging() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _restore(runner: TrialRunner, meta: dict[str, Any]) -> bool:
+def _restore(runner: TrialRunner | GroupRunner, meta: dict[str, Any]) -> bool:
     """Load the runner and meta.json from tune.get_checkpoint() when there is one.
 
     Returns False when a checkpoint exists but cannot be read (e.g. a node died while Ray was
@@ -95,7 +102,7 @@ def _restore(runner: TrialRunner, meta: dict[str, Any]) -> bool:
 class _Session:
     """Reporting state of one attempt of a trial: timings, meta and checkpoint cadence."""
 
-    def __init__(self, runner: TrialRunner, meta: dict[str, Any], run: Mapping[str, Any]) -> None:
+    def __init__(self, runner: TrialRunner | GroupRunner, meta: dict[str, Any], run: Mapping[str, Any]) -> None:
         self.runner, self.meta, self.run = runner, meta, run
         self.attempt_started = time.perf_counter()
         self.start_step = runner.step
@@ -107,7 +114,7 @@ class _Session:
 
     def running(self) -> dict[str, Any]:
         """The running metrics reported on every step chunk (ASHA and searchers read these)."""
-        metrics = self.runner.running_metrics()
+        metrics = running_summary(self.runner.running_metrics())
         return {**metrics, "mse": metrics["cum_mse"], "trial_seconds": self.seconds(), "final": False,
                 "start_step": self.start_step, "attempt": self.meta["attempt"], "started_at": self.meta["started_at"]}
 
@@ -129,6 +136,16 @@ class _Session:
         return self.runner.step - self.last_checkpoint_step >= self.run["checkpoint_every"]
 
 
+def running_summary(metrics: dict[str, float] | list[dict[str, float]]) -> dict[str, float]:
+    """A solo runner's running metrics as they are; a group's as step plus the mean over its members
+    whose running MSE is finite (NaN when none is) of cum_mse and cum_mae."""
+    if isinstance(metrics, dict):
+        return metrics
+    finite = [m for m in metrics if math.isfinite(m["cum_mse"])]
+    mean = (lambda key: sum(m[key] for m in finite) / len(finite)) if finite else (lambda key: math.nan)
+    return {"step": metrics[0]["step"], "cum_mse": mean("cum_mse"), "cum_mae": mean("cum_mae")}
+
+
 def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Run (or resume) the trial of a Ray Tune config and report to Tune (see the module docstring).
 
@@ -137,6 +154,9 @@ def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | No
     """
     run = config["run"]
     spec = TrialSpec.from_tune_config(config)
+    if spec.is_group:
+        run_group_trial(config, spec, done or {})
+        return
     trial_id = tune.get_context().get_trial_id()
     recorded = (done or {}).get(trial_id) or (done or {}).get(spec.key)
     if recorded is not None:
@@ -174,5 +194,79 @@ def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | No
              "start_step": session.start_step, "attempt": meta["attempt"],
              "gpu_ids": ",".join(placement()["gpu_ids"])}  # in Ray's result.json; trials.parquet has `device`
     log_event("end", trial_id=trial_id, variant=spec.variant, seed=spec.seed, step=runner.step,
+              attempt=meta["attempt"], device=device, **placement())
+    session.report(final, checkpoint=True)
+
+
+def _group_runner(spec: TrialSpec, run: Mapping[str, Any], device: str) -> GroupRunner:
+    """A fresh GroupRunner of the group `spec` (its configuration x its seeds)."""
+    knobs = spec.knobs()
+    return GroupRunner(knobs, cached_data(knobs, run.get("data_path")), list(spec.seeds), device=device,
+                       max_steps=run.get("max_steps"))
+
+
+def _member_finals(runner: GroupRunner, every: int) -> list[dict[str, Any]]:
+    """Each member's final result: flattened scalars, curve (JSON), member index and error (None when fine)."""
+    finals = []
+    for member, result in enumerate(runner.results()):
+        finals.append({**flatten_result(result), "seed": result["seed"], "member_index": member,
+                       "group_size": runner.members, "error": result["error"],
+                       "curve_json": json.dumps(runner.curve(member, every))})
+    return finals
+
+
+def run_group_trial(config: dict[str, Any], spec: TrialSpec, done: Mapping[str, Mapping[str, Any]]) -> None:
+    """Run (or resume) the group of `spec` and report to Tune (see the module docstring).
+
+    A group whose every member an earlier driver recorded as finished reports at once and runs nothing.
+    A group that cannot run as one (members stopping warm-up at different epochs) ends with every
+    member recorded as failed, with that reason, rather than being retried.
+    """
+    run = config["run"]
+    trial_id = tune.get_context().get_trial_id()
+    recorded = [done.get(spec.member(i).key) for i in range(len(spec.seeds))]
+    if all(r is not None for r in recorded):
+        log_event("skip", trial_id=trial_id, variant=spec.variant, seeds=list(spec.seeds))
+        tune.report({**running_summary([dict(r) for r in recorded if r is not None]), "final": True,
+                     "skipped": True})
+        return
+    set_threads(int(run["cpus_per_trial"]))
+    sweep_staging()
+    device = trial_device()
+    runner = _group_runner(spec, run, device)
+    meta: dict[str, Any] = {"started_at": utc_now(), "seconds": 0.0, "attempt": 1}
+    if not _restore(runner, meta):
+        runner = _group_runner(spec, run, device)
+    session = _Session(runner, meta, run)
+    log_event("start", trial_id=trial_id, variant=spec.variant, seeds=list(spec.seeds), step=runner.step,
+              attempt=meta["attempt"], device=device, **placement())
+    if not runner.warmed_up:
+        try:
+            runner.run_warmup()
+        except ValueError as exc:  # members that would stop warm-up at different epochs
+            error = f"{exc} (this group cannot run as one; use --group-size 1 for this configuration)"
+            members = [{"seed": seed, "member_index": i, "group_size": runner.members, "error": error}
+                       for i, seed in enumerate(spec.seeds)]
+            tune.report({**session.running(), "final": True, "members_json": json.dumps(members)})
+            return
+        session.report(session.running(), checkpoint=True)
+    while not runner.finished:
+        runner.run_online(run["report_every"])
+        if runner.finished:
+            break
+        checkpoint = session.due()
+        session.report(session.running(), checkpoint=checkpoint)
+        if checkpoint:
+            log_event("checkpoint", trial_id=trial_id, step=runner.step, attempt=meta["attempt"])
+            maybe_crash(runner.step)
+        maybe_delay()
+    finals = _member_finals(runner, run["report_every"])
+    final = {**session.running(), "trial_seconds": session.seconds(), "started_at": meta["started_at"],
+             "ended_at": utc_now(), "node_ip": ray.util.get_node_ip_address(), "final": True,
+             "start_step": session.start_step, "attempt": meta["attempt"],
+             "gpu_ids": ",".join(placement()["gpu_ids"]), "members_json": json.dumps(finals)}
+    finite = [f["mse"] for f in finals if f["error"] is None and f.get("mse") is not None]
+    final["mse"] = sum(finite) / len(finite) if finite else math.nan
+    log_event("end", trial_id=trial_id, variant=spec.variant, seeds=list(spec.seeds), step=runner.step,
               attempt=meta["attempt"], device=device, **placement())
     session.report(final, checkpoint=True)

@@ -10,6 +10,7 @@ from typing import Any
 import ray
 from ray import tune
 
+from harness.experiment.groups import pack_groups
 from harness.tune.search import make_scheduler, make_searcher
 from harness.tune.trainable import run_trial
 from search_spaces.spaces import get_space
@@ -70,12 +71,23 @@ def _run_config(settings: Mapping[str, Any], callbacks: list[tune.Callback]) -> 
 # saves seconds of process start per trial; peak_rss_mb is then that worker's peak so far.
 
 
+def grid_trials(settings: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The `trial` entries of a grid: one per planned (configuration, seed), or per group of seeds
+    when the experiment has a --group-size (harness.experiment.groups.pack_groups)."""
+    planned = [{k: t[k] for k in ("plan_id", "variant", "seed", "preset", "overrides")}
+               for t in settings["planned_trials"]]
+    group_size = settings.get("group_size", 1)
+    if group_size == 1:
+        return planned
+    device = "cuda" if settings["resources"]["gpus_per_trial"] > 0 else "cpu"
+    return pack_groups(planned, group_size, device)
+
+
 def build_tuner(settings: Mapping[str, Any], trainable: Any, callbacks: list[tune.Callback]) -> tune.Tuner:
     """A new Tuner: grid over the planned trials, or OptunaSearch (+ ASHA) for the optuna design."""
     run = run_settings(settings)
     if settings["design"] != "optuna":
-        trials = [{k: t[k] for k in ("plan_id", "variant", "seed", "preset", "overrides")}
-                  for t in settings["planned_trials"]]
+        trials = grid_trials(settings)
         return tune.Tuner(trainable, param_space={"run": run, "trial": tune.grid_search(trials)},
                           tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=trial_dirname,
                                                       reuse_actors=True),

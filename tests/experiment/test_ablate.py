@@ -151,8 +151,9 @@ def test_trials_schema_is_exact_and_typed_even_when_values_are_null(tmp_path: Pa
     table = pq.read_table(tmp_path / "trials.parquet")
     assert table.schema.equals(TRIAL_SCHEMA)
     names = table.schema.names
-    expected = ["experiment", "trial_id", "variant", "space", "design", "unit", "preset", "seed",
-                *[f"knob_{k}" for k in KNOBS], *[f"innov_{i}" for i in INNOVATIONS], "dataset", "features",
+    expected = ["experiment", "trial_id", "variant", "space", "design", "unit", "preset", "seed", "group_id",
+                "group_size", "member_index", *[f"knob_{k}" for k in KNOBS], *[f"innov_{i}" for i in INNOVATIONS],
+                "dataset", "features",
                 "seq_len", "pred_len", "feedback_delay", "mse", "mae", "rmse", "mape", "smape", "mape_scaled",
                 "rel_mse_persistence", "memory_triggers", "attention_entropy_mean", "tau_mean", "tau_min",
                 "tau_max", "temperature_mean", "temperature_min", "temperature_max", "slot_mean_sq_cos",
@@ -167,6 +168,9 @@ def test_trials_schema_is_exact_and_typed_even_when_values_are_null(tmp_path: Pa
     assert table.schema.field("started_at").type == pa.timestamp("us", tz="UTC")
     assert table.column("mse").null_count == 1 and table.column("knob_replay_size").null_count == 1
     assert table.column("knob_top_k").to_pylist() == [3]
+    # a solo trial is a group of one: its own trial id, size 1, member 0
+    assert (table.column("group_id").to_pylist(), table.column("group_size").to_pylist(),
+            table.column("member_index").to_pylist()) == (["t1"], [1], [0])
 
 
 def test_upsert_replaces_by_trial_id_and_supersedes_errored_retries(tmp_path: Path) -> None:
