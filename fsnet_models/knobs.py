@@ -168,6 +168,9 @@ _KNOB_LIST: tuple[Knob, ...] = (
          low=1),
     Knob("feedback_delay", int, 0, "0: learn window t right after predicting it (reference); pred_len:"
          " learn only from fully observed truth (honest)", "protocol", low=0),
+    Knob("online_split", str, "test", "the stream the online phase runs over: test (the reference), or val, the"
+         " validation windows (to tune hyperparameters such as online_lr without seeing the test stream)",
+         "protocol", choices=("test", "val")),
     Knob("seed", int, 0, "random seed of initialisation, shuffling and replay", "protocol", low=0),
 )
 

@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one Ray trial per group; --cpus/--gpus-per-trial are per group), or 'auto' for the measured "
                    "best G "
                    f"(default {D.group_size}: every seed its own trial)")
+    p.add_argument("--variants", default=None, metavar="NAME[,NAME...]",
+                   help="grid designs: run only these configurations of the design (names as --dry-run lists them)")
     p.add_argument("--alpha", type=float, default=None,
                    help=f"--until-resolved: family-wise error level of the design's effects (default {D.alpha:g})")
     p.add_argument("--dry-run", action="store_true", help="print the planned trials and exit")

@@ -47,6 +47,8 @@ def build_parser() -> OneLineParser:
     cmp.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("EXP_A", "EXP_B"),
                      help="compare two experiment folders (each with trials.parquet), variant by variant: B - A")
     cmp.add_argument("--metric", default=None, metavar="M", help="the metric compared (default mse)")
+    cmp.add_argument("--figure", type=Path, default=None, metavar="PNG",
+                     help="--compare: also draw both experiments' means and intervals per variant into PNG")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of a table (--simulate-sequential, --compare)")
     return p
@@ -68,6 +70,15 @@ def compare_main(args: argparse.Namespace) -> int:
         print(json.dumps(payload, allow_nan=False, default=str))
     else:
         print(compare_text(payload), end="")
+    if args.figure is not None:
+        import pandas as pd
+
+        from harness.analysis.figures import two_experiments
+
+        table = pd.DataFrame(payload["variants"]).astype({"mean_a": float, "mean_b": float})
+        path = two_experiments(table, Path(payload["a"]).name, Path(payload["b"]).name, args.figure,
+                               payload["metric"])
+        print(f"figure: {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -109,7 +109,7 @@ def _group_main(args: argparse.Namespace) -> int:
             raise KnobError("--seed and --seeds exclude each other")
         seeds = parse_seeds(args.seeds)
         results = run_group(config_from_args(args), seeds, TrialOptions.from_namespace(args))
-    except (KnobError, DataError, DeviceError) as exc:
+    except (KnobError, DataError, CheckpointError, DeviceError) as exc:
         return fail(exc)
     except KeyboardInterrupt:
         return interrupted()

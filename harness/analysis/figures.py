@@ -251,3 +251,29 @@ def importances_bar(importances: pd.DataFrame, path: Path) -> Path:
     ax.legend(fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)
+
+
+def two_experiments(table: pd.DataFrame, label_a: str, label_b: str, path: Path, metric: str = "mse") -> Path:
+    """Each variant's mean `metric` with its 95% t interval in two experiments, side by side (one row per
+    variant, A and B as two markers, ordered by A's mean): `table` is harness.analysis.compare's table."""
+    rows = table.dropna(subset=["mean_a", "mean_b"], how="all").sort_values("mean_a").head(MAX_BARS)
+    if rows.empty:
+        raise Skipped(f"no variant with a finite {metric} in both experiments")
+    fig = _new(8, _bar_height(len(rows)))
+    ax = fig.add_subplot()
+    y = np.arange(len(rows))[::-1]
+    for side, label, shift, color in (("a", label_a, 0.15, "tab:blue"), ("b", label_b, -0.15, "tab:orange")):
+        mean = rows[f"mean_{side}"].to_numpy(dtype=float)
+        low = (mean - rows[f"ci_low_{side}"].to_numpy(dtype=float))
+        high = (rows[f"ci_high_{side}"].to_numpy(dtype=float) - mean)
+        errors = np.nan_to_num(np.vstack([low, high]))  # [2, n]: below and above the mean
+        n = rows[f"n_{side}"].to_numpy()
+        ax.errorbar(mean, y + shift, xerr=errors, fmt="o", color=color, capsize=3,
+                    label=f"{label} (seeds: {int(n.min())}-{int(n.max())})" if n.min() != n.max()
+                    else f"{label} ({int(n.min())} seeds)")
+    ax.set_yticks(y, rows["variant"])
+    ax.set_xlabel(f"{metric}, mean over seeds; bars: 95% t interval")
+    ax.set_title(f"{metric} per variant in two experiments")
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, path)

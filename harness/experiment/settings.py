@@ -21,7 +21,7 @@ from harness.experiment.designs import DESIGNS, GRID_DESIGNS, UNITS, optuna_base
 from harness.experiment.files import EXPERIMENT_FILE, experiment_folder, read_experiment
 from harness.experiment.groups import parse_group_size
 from harness.online.runtime import cuda_devices
-from harness.online.trial_data import data_key, load_data
+from harness.online.trial_data import data_key, load_data, online_split
 from search_spaces.spaces import get_space
 
 
@@ -56,6 +56,7 @@ class ExperimentFlags:
     seeds_per_round: int = 4
     alpha: float = 0.05
     group_size: int | str = 1
+    variants: str | None = None
 
 
 DEFAULTS = ExperimentFlags()
@@ -124,6 +125,19 @@ def _sequential_settings(space: Any, design: str, unit: str, values: dict[str, A
             "units": [u.name for u in parts], "cells": cells}
 
 
+def only_variants(planned: list[dict[str, Any]], names: str, until_resolved: bool) -> list[dict[str, Any]]:
+    """The planned trials of the --variants named (comma-separated); KnobError names an unknown one."""
+    if until_resolved:
+        raise KnobError("--variants cannot be combined with --until-resolved: its effects need every configuration")
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = list(dict.fromkeys(t["variant"] for t in planned))
+    unknown = [n for n in wanted if n not in known]
+    if unknown or not wanted:
+        raise KnobError(f"--variants: unknown variant {unknown[0] if unknown else names!r}; this design has: "
+                        f"{', '.join(known)}")
+    return [t for t in planned if t["variant"] in wanted]
+
+
 def check_storage(storage: str) -> None:
     """--storage is a local path or a URI Ray Tune and pyarrow understand (KnobError otherwise; no network)."""
     if "://" not in storage:
@@ -179,6 +193,9 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise KnobError("--multi-objective and --scheduler apply to --design optuna only")
         planned = [t.to_json() for t in plan_trials(space, values["design"], values["unit"], values["seeds"], sets,
                                                     soft)]
+        if values["variants"]:
+            planned = only_variants(planned, values["variants"], bool(values["until_resolved"]))
+            s["variants"] = sorted({t["variant"] for t in planned})
         s["planned_trials"] = planned[:values["limit"]] if values["limit"] else planned
         s["n_trials"] = len(s["planned_trials"])
         s["reference_variant"] = {"loo": space.full_preset, "oat": space.base_preset}.get(values["design"])
@@ -191,6 +208,8 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise KnobError("--limit applies to the grid designs; use --samples with --design optuna")
         if s["group_size"] != 1:
             raise KnobError("--group-size applies to the grid designs (optuna suggests one configuration per trial)")
+        if values["variants"]:
+            raise KnobError("--variants applies to the grid designs (optuna samples its configurations)")
         preset, overrides = optuna_base(space, sets, soft)
         s.update(samples=values["samples"], multi_objective=bool(values["multi_objective"]),
                  scheduler=None if values["scheduler"] == "none" else values["scheduler"], planned_trials=[],
@@ -211,7 +230,7 @@ def check_data(s: dict[str, Any]) -> None:
     if not configs:
         configs = [resolve_config(s["optuna"]["preset"], s["optuna"]["overrides"])]
     keys = {data_key(c): c for c in configs}
-    lengths = [len(load_data(keys[key], s["data_path"]).test) for key in sorted(keys)]
+    lengths = [len(online_split(load_data(keys[key], s["data_path"]), keys[key])) for key in sorted(keys)]
     stream = min(lengths)
     s["stream_steps"] = min(stream, s["max_steps"]) if s["max_steps"] else stream
 

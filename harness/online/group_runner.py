@@ -10,7 +10,9 @@ one optimiser step serve all of them.
 
 Member i computes the function of the solo trial of seed i, up to float rounding (the batched
 products sum in another order than F.conv1d and F.linear); tests/online/test_group_runner.py
-holds it to that. Members that stop warm-up early: see `warm_up_group`.
+holds it to that. Members whose solo trials stop warm-up at different epochs (early stopping)
+leave warm-up each with its solo trial's state, and then step with their own AdamW step counts
+and learning rates (GroupAdamW's per-member mode): see `warm_up_group`.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ import torch
 
 from data import PreparedData, SplitWindows
 from fsnet_models.factory import io_sizes
-from fsnet_models.group import GroupNet, build_group, member_mask
+from fsnet_models.group import GroupNet, build_group, member_mask, member_part
 from fsnet_models.group_optim import GroupAdamW
 from fsnet_models.presets import preset as get_preset
 from harness.online.metrics import cumulative_curve, stream_metrics
 from harness.online.protocol import StepRecords, set_online_learning_rate, train_step
 from harness.online.runner import CheckpointError, on_device
-from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb
+from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb, wait_for_device
+from harness.online.trial_data import online_split
 
 
 class GroupReplay:
@@ -146,6 +149,30 @@ def validate_group(model: GroupNet, split: SplitWindows, batch_size: int) -> tor
     return torch.stack(losses).mean(0)
 
 
+def _stop_state(model: GroupNet, optimizer: GroupAdamW, generators: Sequence[torch.Generator],
+                member: int) -> dict[str, Any]:
+    """What member `member` holds now (copies): its part of the model's state_dict, its optimiser
+    state (moments, step counts, rates) and its shuffling and dropout generators' states."""
+    return {"model": model.member_state(member), "optimizer": optimizer.member_snapshot(member),
+            "shuffle": generators[member].get_state(),
+            "dropout": None if model.generators is None else model.generators[member].get_state()}
+
+
+@torch.no_grad()
+def _restore_stop_state(model: GroupNet, optimizer: GroupAdamW, generators: Sequence[torch.Generator],
+                        member: int, saved: dict[str, Any]) -> None:
+    """Give member `member` back what `_stop_state` saved; the other members keep theirs (the
+    optimiser goes to its per-member mode: GroupAdamW.load_member)."""
+    for name, value in model.state_dict().items():  # tensors sharing the parameters' and buffers' storage
+        if name.rsplit(".", 1)[-1] == "q_started":  # one flag for all members (member_part: shared)
+            continue
+        member_part(name, value, member, model.members).copy_(saved["model"][name])
+    optimizer.load_member(member, saved["optimizer"])
+    generators[member].set_state(saved["shuffle"])
+    if saved["dropout"] is not None and model.generators is not None:
+        model.generators[member].set_state(saved["dropout"])
+
+
 def warm_up_group(model: GroupNet, optimizer: GroupAdamW, train: SplitWindows, val: SplitWindows, epochs: int,
                   batch_size: int, patience: int, lr: float, generators: Sequence[torch.Generator],
                   progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
@@ -153,10 +180,16 @@ def warm_up_group(model: GroupNet, optimizer: GroupAdamW, train: SplitWindows, v
 
     Member i shuffles with generators[i] (its solo trial's generator), so its batches are the solo
     trial's. Early stopping and best-epoch restore are per member. The members run whole epochs in
-    lockstep; a member whose solo trial would stop earlier than the others cannot be frozen inside
-    one optimiser (AdamW's step count is one per parameter tensor), so such a group raises
-    ValueError, and the caller runs those seeds as groups of their own (`GroupRunner` refuses
-    nothing else). With the default epochs (2) and patience (3) no member can stop early.
+    lockstep. A member whose solo trial stops (patience spent) while others train on leaves
+    warm-up with what its solo trial has at its stop: at that point its part of every model state
+    (parameters and buffers), its AdamW moments and step counts, its learning rate (the solo loop
+    stops before halving it) and its generators' states are saved; it trains on with the others,
+    unseen (its validation MSEs no longer count), and at the end the saved state is written back,
+    then its best epoch's parameters and memory are restored as for every member (the solo
+    warm_up's restore: gradient EMAs, query EMA and optimiser state stay those of its last epoch).
+    Its optimiser state then differs from the others' in step count and rate: the GroupAdamW goes
+    to its per-member mode for the online phase. With the default epochs (2) and patience (3) no
+    member stops early, and the fused AdamW runs on.
     """
     learner = GroupOGD()
     members = model.members
@@ -168,6 +201,8 @@ def warm_up_group(model: GroupNet, optimizer: GroupAdamW, train: SplitWindows, v
     tracked = dict(model.named_parameters()) | model.memory_buffers()
     snapshot = {n: t.detach().clone() for n, t in tracked.items()}
     ever_improved = torch.zeros(members, dtype=torch.bool)  # a solo trial restores only an epoch it kept
+    active = torch.ones(members, dtype=torch.bool)  # members whose solo warm-up goes on
+    stops: dict[int, dict[str, Any]] = {}  # member -> its state at its stop, for members stopping before others
     for epoch in range(epochs):
         model.train()
         orders = torch.stack([torch.randperm(len(train), generator=g) for g in generators])  # [G, n]
@@ -175,33 +210,38 @@ def warm_up_group(model: GroupNet, optimizer: GroupAdamW, train: SplitWindows, v
             idx = orders[:, i * batch_size:(i + 1) * batch_size]  # [G, B]: member m's batch in row m
             model.begin_step()
             train_step(model, optimizer, train.x[idx], train.y[idx], learner)
-        val_mse = validate_group(model, val, batch_size)  # [G]
-        improved = val_mse <= best
+        val_mse = validate_group(model, val, batch_size).cpu()  # [G]
+        improved = (val_mse <= best) & active
         ever_improved |= improved
         for m in range(members):
+            if not active[m]:
+                continue
             history[m].append(float(val_mse[m]))
             if improved[m]:
                 best[m], best_epoch[m], bad[m] = val_mse[m], epoch + 1, 0
             else:
                 bad[m] += 1
         if progress:
-            shown = ", ".join(f"{v:.6f}" for v in val_mse.tolist())
+            shown = ", ".join(f"{v:.6f}" if active[m] else "stopped" for m, v in enumerate(val_mse.tolist()))
             progress(f"warm-up epoch {epoch + 1}/{epochs}: validation MSE per member {shown}")
         with torch.no_grad():
             for name, value in tracked.items():
-                mask = member_mask(name, value, improved)
+                mask = member_mask(name, value, improved.to(value.device))
                 snapshot[name] = torch.where(mask, value.detach(), snapshot[name])
-        stopped = [bad[m] >= patience for m in range(members)]
-        if any(stopped):
-            if not all(stopped):  # they would also leave warm-up with another learning rate
-                raise ValueError(f"members {[m for m in range(members) if stopped[m]]} stop warm-up at epoch "
-                                 f"{epoch + 1} and the others do not; run them as groups of their own")
+        stopping = [m for m in range(members) if active[m] and bad[m] >= patience]
+        active[stopping] = False
+        if not bool(active.any()):
             break
+        for m in stopping:  # the others train on: keep what member m's solo trial leaves warm-up with
+            stops[m] = _stop_state(model, optimizer, generators, m)
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5**epoch
+    for m, saved in stops.items():
+        _restore_stop_state(model, optimizer, generators, m, saved)
     with torch.no_grad():
         for name, value in snapshot.items():
-            tracked[name].copy_(torch.where(member_mask(name, value, ever_improved), value, tracked[name]))
+            mask = member_mask(name, value, ever_improved.to(value.device))
+            tracked[name].copy_(torch.where(mask, value, tracked[name]))
     return [{"epochs_run": len(history[m]), "val_mse": history[m], "best_epoch": best_epoch[m]}
             for m in range(members)]
 
@@ -274,7 +314,9 @@ class GroupRunner:
         self.optimizer = GroupAdamW(self.model, lr=config["lr"], weight_decay=config["weight_decay"], fused=True)
         self.learner = make_group_learner(self.spec.learner, config, self.seeds)
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
-        self.train, self.val, self.stream = (on_device(s, self.device) for s in (data.train, data.val, data.test))
+        self.online_windows = online_split(data, config)
+        self.train, self.val, self.stream = (on_device(s, self.device) for s in (data.train, data.val,
+                                                                               self.online_windows))
         self.n_steps = len(self.stream) if max_steps is None else min(max_steps, len(self.stream))
         self.step = 0
         self.warmed_up = False
@@ -313,6 +355,7 @@ class GroupRunner:
             run_group_stream(self.model, self.optimizer, self.learner, self.stream, self.step, stop,
                              self.config["feedback_delay"], self.records)
         self.step = stop
+        wait_for_device(self.device)  # a CUDA step only queues kernels: the clock must see them done
         self.online_seconds += time.perf_counter() - started
         return self.step
 
@@ -342,7 +385,7 @@ class GroupRunner:
         """Member `member`'s whole-stream metrics over the steps run (harness.online.metrics.stream_metrics)."""
         n = self.step
         pred, true = self.records.preds[member, :n].cpu(), self.stream.y[:n].cpu()
-        return stream_metrics(pred, true, self.data.to_original(pred), self.data.test.y_raw[:n],
+        return stream_metrics(pred, true, self.data.to_original(pred), self.online_windows.y_raw[:n],
                               self.persistence_mse())
 
     def curve(self, member: int, every: int = 100) -> list[dict[str, float]]:

@@ -27,7 +27,8 @@ from harness.online.interface import Learner, OnlineModel
 from harness.online.learners import make_learner
 from harness.online.metrics import cumulative_curve, stream_metrics
 from harness.online.protocol import StepRecords, run_stream, set_online_learning_rate, warm_up
-from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb
+from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb, wait_for_device
+from harness.online.trial_data import online_split
 
 CHECKPOINT_VERSION = 2  # 2: last-position adaptive layers keep only the centre tap
 
@@ -57,7 +58,9 @@ class TrialRunner:
         self.optimizer = (torch.optim.AdamW(params, lr=config["lr"], weight_decay=config["weight_decay"],
                                             fused=True) if params else None)
         self.generator = torch.Generator().manual_seed(config["seed"])
-        self.train, self.val, self.stream = (on_device(s, self.device) for s in (data.train, data.val, data.test))
+        self.online_windows = online_split(data, config)
+        self.train, self.val, self.stream = (on_device(s, self.device) for s in (data.train, data.val,
+                                                                               self.online_windows))
         self.n_steps = len(self.stream) if max_steps is None else min(max_steps, len(self.stream))
         self.step = 0
         self.warmed_up = self.spec.conv == "none"
@@ -121,6 +124,7 @@ class TrialRunner:
                 if self.rss_at_10pct is None and end >= rss_step:
                     self.rss_at_10pct = rss_mb()
         self.step = stop
+        wait_for_device(self.device)  # a CUDA step only queues kernels: the clock must see them done
         self.online_seconds += time.perf_counter() - started
         return self.step
 
@@ -146,7 +150,7 @@ class TrialRunner:
         """Whole-stream metrics over the steps run (see harness.online.metrics.stream_metrics)."""
         n = self.step
         pred, true = self.preds[:n].cpu(), self.stream.y[:n].cpu()
-        return stream_metrics(pred, true, self.data.to_original(pred), self.data.test.y_raw[:n],
+        return stream_metrics(pred, true, self.data.to_original(pred), self.online_windows.y_raw[:n],
                               self.persistence_mse())
 
     def curve(self, every: int = 100) -> list[dict[str, float]]:

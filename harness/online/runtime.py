@@ -97,6 +97,16 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
+def wait_for_device(device: torch.device) -> None:
+    """Block until every kernel queued on `device` has run (CUDA); nothing on the CPU.
+
+    The runners call it once per chunk of online steps, outside the step, so that the chunk's
+    timing includes its kernels; the step itself never synchronises.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def cuda_devices() -> int:
     """Number of CUDA devices torch sees on this machine."""
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

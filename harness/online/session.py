@@ -118,12 +118,12 @@ def run_group(config: dict[str, Any], seeds: list[int], options: TrialOptions) -
     """Run the group of `config` x `seeds` (harness.online.group_runner) to its end; one result dict per member.
 
     Each result has the shape of run_solo's, plus group_size, member_index and error (None, or why the
-    member diverged). Checkpoints are not offered for groups yet (--checkpoint/--resume are refused).
+    member diverged). `--checkpoint FILE` saves the whole group after warm-up and every
+    checkpoint_every steps; `--resume FILE` continues such a group (the same config and seeds) to the
+    same bits as a run straight through (CheckpointError otherwise).
     """
     from harness.online.group_runner import GroupRunner
 
-    if options.checkpoint or options.resume:
-        raise KnobError("--checkpoint and --resume apply to one seed; drop them with --seeds")
     if options.max_steps is not None and options.max_steps < 1:
         raise KnobError(f"--max-steps must be >= 1, got {options.max_steps}")
     set_threads(options.threads)
@@ -133,13 +133,16 @@ def run_group(config: dict[str, Any], seeds: list[int], options: TrialOptions) -
         runner = GroupRunner(config, data, seeds, device=device, max_steps=options.max_steps)
     except ValueError as exc:
         raise KnobError(str(exc)) from None
+    if options.resume:
+        runner.load(options.resume)
     say = None if options.quiet else (lambda msg: print(msg, file=sys.stderr))
-    try:
-        runner.run_warmup(progress=say)
-    except ValueError as exc:  # members that would stop warm-up at different epochs
-        raise KnobError(str(exc)) from None
+    runner.run_warmup(progress=say)
+    if options.checkpoint:
+        runner.save(options.checkpoint)
     while not runner.finished:
-        runner.run_online(PROGRESS_CHUNK)
+        runner.run_online(options.checkpoint_every if options.checkpoint else PROGRESS_CHUNK)
+        if options.checkpoint:
+            runner.save(options.checkpoint)
         if say is not None and sys.stderr.isatty():
             cum = ", ".join(f"{m['cum_mse']:.4f}" for m in runner.running_metrics())
             print(f"\rstep {runner.step}/{runner.n_steps}  cum_mse {cum}", end="", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from data import PreparedData, prepare_data
+from data import PreparedData, SplitWindows, prepare_data
 
 
 class DataKey(NamedTuple):
@@ -26,6 +26,12 @@ class DataKey(NamedTuple):
 def data_key(config: Mapping[str, Any]) -> DataKey:
     """The data key of a resolved trial config."""
     return DataKey(config["dataset"], config["features"], config["target"], config["seq_len"], config["pred_len"])
+
+
+def online_split(data: PreparedData, config: Mapping[str, Any]) -> SplitWindows:
+    """The windows the online phase runs over: the test split, or the validation split when the
+    `online_split` knob is "val" (for tuning hyperparameters without seeing the test stream)."""
+    return data.val if config.get("online_split", "test") == "val" else data.test
 
 
 def load_data(config: Mapping[str, Any], path: str | None) -> PreparedData:

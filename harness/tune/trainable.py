@@ -219,8 +219,6 @@ def run_group_trial(config: dict[str, Any], spec: TrialSpec, done: Mapping[str, 
     """Run (or resume) the group of `spec` and report to Tune (see the module docstring).
 
     A group whose every member an earlier driver recorded as finished reports at once and runs nothing.
-    A group that cannot run as one (members stopping warm-up at different epochs) ends with every
-    member recorded as failed, with that reason, rather than being retried.
     """
     run = config["run"]
     trial_id = tune.get_context().get_trial_id()
@@ -241,14 +239,7 @@ def run_group_trial(config: dict[str, Any], spec: TrialSpec, done: Mapping[str, 
     log_event("start", trial_id=trial_id, variant=spec.variant, seeds=list(spec.seeds), step=runner.step,
               attempt=meta["attempt"], device=device, **placement())
     if not runner.warmed_up:
-        try:
-            runner.run_warmup()
-        except ValueError as exc:  # members that would stop warm-up at different epochs
-            error = f"{exc} (this group cannot run as one; use --group-size 1 for this configuration)"
-            members = [{"seed": seed, "member_index": i, "group_size": runner.members, "error": error}
-                       for i, seed in enumerate(spec.seeds)]
-            tune.report({**session.running(), "final": True, "members_json": json.dumps(members)})
-            return
+        runner.run_warmup()
         session.report(session.running(), checkpoint=True)
     while not runner.finished:
         runner.run_online(run["report_every"])

@@ -233,3 +233,18 @@ def test_cli_bad_input_subprocess_has_no_traceback(pair: tuple[Path, Path], tmp_
                               text=True, timeout=120)
         assert proc.returncode == 2 and proc.stdout == ""
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and message in proc.stderr
+
+
+def test_cli_figure_draws_both_experiments(pair: tuple[Path, Path], tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from matplotlib.image import imread
+
+    target = tmp_path / "fig" / "two.png"
+    assert cli_main(["--compare", str(pair[0]), str(pair[1]), "--figure", str(target)]) == 0
+    assert f"figure: {target}" in capsys.readouterr().out
+    image = imread(target)  # [H, W, 4] RGBA
+    assert image.shape[0] > 100 and image.shape[1] > 100
+    # both series are drawn: the two markers' colours (matplotlib's tab:blue and tab:orange) are present
+    rgb = image[..., :3].reshape(-1, 3)  # [H * W, 3]
+    for colour in ((0.122, 0.467, 0.706), (1.0, 0.498, 0.055)):
+        assert (np.abs(rgb - np.array(colour)).max(axis=1) < 0.02).any(), colour

@@ -111,6 +111,25 @@ def test_seeds_run_one_group_and_print_a_line_per_member(capsys: pytest.CaptureF
                          "--threads", "1")
     assert lines[1]["mse"] == pytest.approx(json.loads(solo)["mse"], rel=1e-5)
     for bad in (["--seeds", "1,1"], ["--seeds", "x"], ["--seeds", "0,1", "--seed", "2"],
-                ["--seeds", "0,1", "--preset", "persistence"], ["--seeds", "0,1", "--checkpoint", "c.pt"]):
+                ["--seeds", "0,1", "--preset", "persistence"]):
         status, out, err = run_cli(capsys, *bad, "--max-steps", "5")
         assert status == 2 and not out and len(err.strip().splitlines()) == 1, bad
+
+
+def test_a_group_checkpointed_and_resumed_ends_with_the_same_metrics(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--preset", "fsnet", "--seeds", "0,3", "--epochs", "0", "--json", "--threads", "1"]
+    _, straight, _ = run_cli(capsys, *common, "--max-steps", "40")
+    checkpoint = tmp_path / "group.pt"
+    status, _, err = run_cli(capsys, *common, "--max-steps", "40", "--checkpoint", str(checkpoint),
+                             "--checkpoint-every", "15")
+    assert status == 0 and checkpoint.is_file(), err
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["step"] == 40 and state["seeds"] == [0, 3]
+    # the saved group (a part-way resume is tests/tune/test_groups.py's) gives back the same members' metrics
+    status, resumed, err = run_cli(capsys, *common, "--max-steps", "40", "--resume", str(checkpoint))
+    assert status == 0, err
+    assert [json.loads(x)["mse"] for x in resumed.splitlines()] == [json.loads(x)["mse"] for x in straight.splitlines()]
+    status, out, err = run_cli(capsys, "--preset", "fsnet", "--seeds", "0,4", "--epochs", "0", "--max-steps", "40",
+                               "--resume", str(checkpoint))
+    assert status == 2 and not out and "different group" in err

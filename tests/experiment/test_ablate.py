@@ -398,3 +398,19 @@ def test_sweep_staging_removes_folders_of_dead_workers(tmp_path: Path, monkeypat
     (tmp_path / f"{os.getpid()}-def").mkdir()
     trainable.sweep_staging()
     assert [p.name for p in tmp_path.iterdir()] == [f"{os.getpid()}-def"]
+
+
+def test_variants_restricts_a_grid_to_the_named_configurations(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = _main(["--space", "baselines", "--variants", "fsnet,ogd", "--seeds", "2", "--dry-run",
+                              "--results", str(tmp_path)], capsys)
+    assert status == 0, err
+    planned = [line.split()[1] for line in out.splitlines()[1:]]
+    assert planned == ["ogd", "fsnet", "ogd", "fsnet"]
+    for argv, message in ((["--variants", "fsnett"], "--variants: unknown variant 'fsnett'"),
+                          (["--variants", "ultra", "--until-resolved", "--space", "ultra"], "--until-resolved"),
+                          (["--variants", "x", "--design", "optuna", "--space", "hparams"], "grid designs")):
+        space = [] if "--space" in argv else ["--space", "baselines"]
+        status, out, err = _main([*space, *argv, "--dry-run", "--results", str(tmp_path)], capsys)
+        assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())

@@ -18,6 +18,7 @@ exactly, every step.
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -347,3 +348,138 @@ def test_groups_refuse_what_they_cannot_hold() -> None:
     group = build_group(resolve_config("ogd"), SEEDS)
     with pytest.raises(ValueError, match="expected input"):
         group(torch.randn(2, 1, 48, 8))
+
+
+def save_member(group: GroupNet, optimizer: GroupAdamW, member: int) -> dict[str, Any]:
+    """Member `member`'s state now (copies): model, optimiser, dropout generator."""
+    assert group.generators is not None
+    return {"model": group.member_state(member), "optimizer": optimizer.member_snapshot(member),
+            "dropout": group.generators[member].get_state()}
+
+
+@torch.no_grad()
+def restore_member(group: GroupNet, optimizer: GroupAdamW, member: int, saved: dict[str, Any]) -> None:
+    """Give member `member` back what `save_member` saved (the optimiser goes to its per-member mode)."""
+    for name, value in group.state_dict().items():
+        if name.rsplit(".", 1)[-1] != "q_started":  # one flag for all members
+            member_part(name, value, member, group.members).copy_(saved["model"][name])
+    optimizer.load_member(member, saved["optimizer"])
+    assert group.generators is not None
+    group.generators[member].set_state(saved["dropout"])
+
+
+STOPPED, STOP_AFTER = 1, 2  # member 1's solo takes 2 of the WARM_UP_STEPS warm-up steps
+MEMBER_LRS = [2e-3, 5e-4, 1e-3]
+
+
+@pytest.mark.parametrize("sync_free", [True, False])
+def test_the_per_member_mode_steps_each_member_as_its_solo_adamw(sync_free: bool) -> None:
+    """Members with AdamW step counts and rates of their own (harness.online.group_runner.warm_up_group:
+    members stopping warm-up at different epochs). Member 1's solo stops after 2 warm-up steps: its
+    state then is saved, the group steps on, and the saved state is loaded back; then each member
+    gets its own rate and the online steps run in the per-member mode (the adaptive tau's masked
+    AdamW included). Every step's forecasts, and at the end every state, against the solo models."""
+    config = config_for("advanced")
+    group = build_group(config, SEEDS).double()
+    group.set_sync_free(sync_free)
+    optimizer = GroupAdamW(group, lr=1e-3, weight_decay=0.01, fused=True)
+    solos, rng_states = solo_models(config, SEEDS)
+    solos = [m.double() for m in solos]
+    solo_optimizers = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.01, fused=True) for m in solos]
+    generator = torch.Generator().manual_seed(0)
+    saved: dict[str, Any] = {}
+    for step in range(WARM_UP_STEPS + ONLINE_STEPS):
+        online = step >= WARM_UP_STEPS
+        if step == WARM_UP_STEPS:
+            assert not optimizer.per_member
+            restore_member(group, optimizer, STOPPED, saved)
+            assert optimizer.per_member
+            for i, lr in enumerate(MEMBER_LRS):
+                snapshot = optimizer.member_snapshot(i)
+                optimizer.load_member(i, {**snapshot, "lr": [lr, lr]})
+                for solo_group in solo_optimizers[i].param_groups:
+                    solo_group["lr"] = lr
+            assert [optimizer.member_lrs(i) for i in range(3)] == [[lr, lr] for lr in MEMBER_LRS]
+        for model in (group, *solos):
+            set_phase(model, online)
+        x, y = step_data(step, 1 if online else 4, generator)
+        out = group_step(group, optimizer, x, y)
+        for i, (solo, solo_optimizer) in enumerate(zip(solos, solo_optimizers, strict=True)):
+            if i == STOPPED and not online and step >= STOP_AFTER:
+                continue  # its solo's warm-up is over; the group's member 1 trains on, unseen
+            torch.set_rng_state(rng_states[i])
+            want = solo_step(solo, solo_optimizer, x[i], y[i])
+            rng_states[i] = torch.get_rng_state()
+            assert torch.allclose(out[i], want, **OUT_TOL), (step, i, float((out[i] - want).abs().max()))
+            assert torch.equal(group.triggers()[i], solo_triggers(solo)), (step, i)
+        if step == STOP_AFTER - 1:
+            saved = save_member(group, optimizer, STOPPED)
+    assert_states_match(group, solos)
+    assert_optimizer_states_match(group, optimizer, solos, solo_optimizers)
+    steps = [float(optimizer.member_state(i)["head.weight"]["step"]) for i in range(3)]
+    assert steps == [WARM_UP_STEPS + ONLINE_STEPS, STOP_AFTER + ONLINE_STEPS, WARM_UP_STEPS + ONLINE_STEPS]
+    assert optimizer.masked_state, "some member's tau should have been stepped (memory read)"
+    # a state_dict round trip keeps the per-member mode: the same next step, bit for bit
+    other = build_group(config, SEEDS).double()
+    other.load_state_dict(group.state_dict())
+    other.set_sync_free(sync_free)
+    other_optimizer = GroupAdamW(other, lr=1.0, weight_decay=0.01, fused=True)
+    buffer = io.BytesIO()  # as a checkpoint file: torch's AdamW state_dict holds its state tensors themselves
+    torch.save(optimizer.state_dict(), buffer)
+    buffer.seek(0)
+    other_optimizer.load_state_dict(torch.load(buffer, weights_only=False))
+    assert other_optimizer.per_member and [other_optimizer.member_lrs(i) for i in range(3)] == [
+        [lr, lr] for lr in MEMBER_LRS]
+    x, y = step_data(0, 1, generator)
+    for model, opt in ((group, optimizer), (other, other_optimizer)):
+        set_phase(model, True)
+        group_step(model, opt, x, y)
+    for name, value in group.state_dict().items():
+        assert torch.equal(value, other.state_dict()[name]), name
+    # writing a group's "lr" sets every member's rate (set_online_learning_rate)
+    for param_group in optimizer.param_groups:
+        param_group["lr"] = 3e-5
+    assert [optimizer.member_lrs(i) for i in range(3)] == [[3e-5, 3e-5]] * 3
+
+
+@pytest.mark.parametrize("preset", ["ogd", "advanced"])
+def test_the_per_member_step_reads_nothing_back_to_the_host(preset: str) -> None:
+    group = build_group(config_for(preset), SEEDS[:2])
+    group.set_sync_free(True)
+    set_phase(group, True)
+    optimizer = GroupAdamW(group, lr=1e-3, fused=True)
+    optimizer.load_member(1, {**optimizer.member_snapshot(1), "lr": [5e-4] * len(optimizer.param_groups)})
+    assert optimizer.per_member
+    for bank in group.banks():
+        if hasattr(bank, "trigger"):
+            bank.trigger[::3] = True  # some layers of some members read their memory
+    x, y = torch.randn(2, 1, 48, 8), torch.randn(2, 1, 12)
+    for _ in range(2):  # the step that makes the AdamW state, and a later one
+        with HostSyncDetector() as detector:
+            group.begin_step()
+            out = group(x)
+            optimizer.zero_grad(set_to_none=True)
+            (out - y).square().mean(dim=(1, 2)).sum().backward()
+            optimizer.step()
+            group.end_step()
+        assert detector.ops > 100, "the detector sees the step's operators"
+        assert detector.syncs == [], detector.syncs
+    assert float(optimizer.member_state(1)["head.weight"]["step"]) == 2.0
+
+
+def test_members_in_lockstep_keep_the_fused_torch_adamw() -> None:
+    """Off the per-member mode (the default) a GroupAdamW's step is its fused torch AdamW's, bit for
+    bit: the same as torch.optim.AdamW(fused=True) over the group's parameters."""
+    config = config_for("ogd")  # no conditional parameters: the inner AdamW holds them all
+    groups = [build_group(config, SEEDS).double() for _ in range(2)]
+    optimizer = GroupAdamW(groups[0], lr=1e-3, weight_decay=0.01, fused=True)
+    reference = torch.optim.AdamW(groups[1].parameters(), lr=1e-3, weight_decay=0.01, fused=True)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(6):
+        x, y = step_data(step, 2, generator)
+        for group, opt in zip(groups, (optimizer, reference), strict=True):
+            set_phase(group, True)
+            group_step(group, opt, x, y)  # type: ignore[arg-type]
+    assert not optimizer.per_member and optimizer.state_dict()["per_member"] is None
+    for name, value in groups[0].state_dict().items():
+        assert torch.equal(value, groups[1].state_dict()[name]), name
