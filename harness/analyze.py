@@ -49,8 +49,13 @@ def build_parser() -> OneLineParser:
     cmp.add_argument("--metric", default=None, metavar="M", help="the metric compared (default mse)")
     cmp.add_argument("--figure", type=Path, default=None, metavar="PNG",
                      help="--compare: also draw both experiments' means and intervals per variant into PNG")
+    claims = p.add_argument_group("the technical report's claims (harness.analysis.claims; no experiment folder)")
+    claims.add_argument("--claims", nargs="+", type=Path, default=None, metavar="EXP",
+                        help="test every claim of the report on these experiments of the baselines space "
+                        "(e.g. one per protocol)")
+    claims.add_argument("--markdown", action="store_true", help="--claims: print one Markdown table")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object instead of a table (--simulate-sequential, --compare)")
+                   help="print one JSON object instead of a table (--simulate-sequential, --compare, --claims)")
     return p
 
 
@@ -79,6 +84,25 @@ def compare_main(args: argparse.Namespace) -> int:
         path = two_experiments(table, Path(payload["a"]).name, Path(payload["b"]).name, args.figure,
                                payload["metric"])
         print(f"figure: {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def claims_main(args: argparse.Namespace) -> int:
+    """--claims: every claim of the report on each experiment, as a table, Markdown (--markdown) or JSON."""
+    if args.experiment is not None or args.compare is not None or args.simulate_sequential:
+        return fail("--claims takes its experiment folders and excludes --compare and --simulate-sequential")
+    from harness.analysis.claims import claims_markdown, claims_of_folders, claims_text
+
+    try:
+        results = claims_of_folders(args.claims)
+    except AnalysisInputError as exc:
+        return fail(exc)
+    if args.json:
+        print(json.dumps({"experiments": results}, allow_nan=False, default=str))
+    elif args.markdown:
+        print(claims_markdown(results), end="")
+    else:
+        print(claims_text(results), end="")
     return 0
 
 
@@ -112,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the analysis; 0 on success, 2 (one line on stderr) on bad input, 1 when the output cannot be written."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.claims is not None:
+        return claims_main(args)
+    if args.markdown:
+        return fail("--markdown applies to --claims only")
     if args.compare is not None:
         return compare_main(args)
     if args.metric is not None:

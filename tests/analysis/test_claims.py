@@ -1,0 +1,91 @@
+"""The report's claims tested on an experiment: contrasts, intervals, verdicts and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats
+
+from harness.analysis.claims import CLAIMS, EQUAL, HIGHER, LOWER, evaluate_claims, verdict
+from harness.analyze import main as cli_main
+from harness.experiment.results import TRIAL_SCHEMA, build_trial_row, write_table_atomic
+
+EXPERIMENT = {"name": "claims", "space": "baselines", "design": "presets", "unit": "innovation", "git_commit": "abc"}
+# preset -> mse per seed (mape_scaled = 100 x mse here); er not run
+VALUES = {
+    "ogd": [1.00, 1.10, 0.90, 1.00],
+    "advanced": [0.50, 0.52, 0.48, 0.50],
+    "nomem": [0.600, 0.601, 0.599, 0.600],
+    "fsnet": [0.6005, 0.6008, 0.5995, 0.6000],
+    "fsnet_bug": [0.50, 0.70, 0.55, 0.68],
+    "ultra": [0.70, 0.71, 0.69, 0.70],
+}
+
+
+def _write(folder: Path, delay: int) -> Path:
+    rows = []
+    for preset, values in VALUES.items():
+        for seed, mse in enumerate(values):
+            knobs = {"dataset": "ETTh1", "features": "S", "seq_len": 48, "pred_len": 12, "feedback_delay": delay}
+            rows.append(build_trial_row(EXPERIMENT, f"{preset}-{seed}", preset, preset, seed, knobs, {},
+                                        {"mse": mse, "mape_scaled": 100 * mse}, "TERMINATED", None))
+    rows.append(build_trial_row(EXPERIMENT, "ogd-err", "ogd", "ogd", 9, {"feedback_delay": delay}, {},
+                                {"mse": 50.0}, "ERROR", "RuntimeError: boom"))  # an ERROR row never counts
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table_atomic(pa.Table.from_pylist(rows, schema=TRIAL_SCHEMA), folder / "trials.parquet")
+    return folder
+
+
+def _claim(table, name: str, metric: str, variant: str, reference: str) -> dict:
+    rows = table[(table["claim"] == name) & (table["metric"] == metric) & (table["variant"] == variant)
+                 & (table["reference"] == reference)]
+    assert len(rows) == 1
+    return rows.iloc[0].to_dict()
+
+
+def test_each_claim_gets_welchs_interval_in_percent_of_the_reference(tmp_path: Path) -> None:
+    from harness.analysis.compare import read_trials
+
+    table = evaluate_claims(read_trials(_write(tmp_path / "e", 0)))
+    assert len(table) == len(CLAIMS)
+    row = _claim(table, "Advanced vs OGD", "mse", "advanced", "ogd")
+    a, b = np.array(VALUES["ogd"]), np.array(VALUES["advanced"])
+    ci = stats.ttest_ind(b, a, equal_var=False).confidence_interval(0.95)
+    assert row["pct"] == pytest.approx(100 * (b.mean() - a.mean()) / a.mean())
+    assert (row["pct_low"], row["pct_high"]) == pytest.approx((100 * ci.low / a.mean(), 100 * ci.high / a.mean()))
+    assert row["n_variant"] == row["n_reference"] == 4  # the ERROR row is left out
+    assert row["verdict"] == "the direction holds; the effect is smaller than the report's"
+    assert _claim(table, "Ultra vs Advanced", "mse", "ultra", "advanced")["verdict"] == "does not hold: the opposite"
+    assert _claim(table, "Ours: does the memory help?", "mse", "fsnet", "nomem")["verdict"].startswith("holds (no")
+    assert _claim(table, "Finding 2", "mape_scaled", "fsnet_bug", "nomem")["verdict"] == "unresolved at 4 seeds"
+    assert _claim(table, "T4.1 ranking", "mape_scaled", "er", "ogd")["verdict"] == "not run"
+
+
+def test_verdicts() -> None:
+    assert verdict(LOWER, -70.0, -60.0, -65.7, 8) == "holds, and the report's size lies in the interval"
+    assert verdict(LOWER, -40.0, -30.0, -65.7, 8).endswith("smaller than the report's")
+    assert verdict(LOWER, -90.0, -80.0, -65.7, 8).endswith("larger than the report's")
+    assert verdict(LOWER, -5.0, 3.0, -65.7, 8) == "unresolved at 8 seeds"
+    assert verdict(HIGHER, 1.0, 5.0, 3.5, 8) == "holds, and the report's size lies in the interval"
+    assert verdict(HIGHER, -5.0, -1.0, 3.5, 8) == "does not hold: the opposite"
+    assert verdict(EQUAL, -1.5, 1.9, None, 8).startswith("holds")
+    assert verdict(EQUAL, 0.5, 4.0, None, 8) == "does not hold: they differ"
+    assert verdict(EQUAL, -3.0, 1.0, None, 8) == "unresolved at 8 seeds"
+    assert verdict(LOWER, float("nan"), float("nan"), None, 1).startswith("not estimated")
+
+
+def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zero, twelve = _write(tmp_path / "d0", 0), _write(tmp_path / "d12", 12)
+    assert cli_main(["--claims", str(zero), str(twelve), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [e["protocol"] for e in payload["experiments"]] == ["feedback_delay 0", "feedback_delay 12"]
+    assert cli_main(["--claims", str(zero), str(twelve), "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + len(CLAIMS) and "feedback_delay 12" in lines[0]
+    assert cli_main(["--claims", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "not found" in err
