@@ -1,7 +1,8 @@
 """The technical report's claims, each a contrast between two presets, tested on an experiment's trials.
 
-`python -m harness.analyze --claims EXP [EXP ...] [--json | --markdown]` (an experiment of the `baselines`
-space, e.g. one per protocol). Each claim says that preset B is lower than, higher than, or about equal to
+`python -m harness.analyze --claims EXP [EXP ...] [--json | --markdown]` (experiments of the `baselines`
+space; those of one protocol, i.e. one feedback_delay, are pooled, so presets run in batches count as one).
+Each claim says that preset B is lower than, higher than, or about equal to
 preset A in a metric, with the report's own percentage where it gives one. For each, over the TERMINATED
 trials with a finite value (one value per seed): both means, B vs A in % of A's mean with Welch's 95%
 interval (the difference's interval divided by A's mean, taken as fixed), the seeds, and a verdict:
@@ -142,17 +143,31 @@ def protocol_of(trials: pd.DataFrame) -> str:
 
 
 def claims_of_folders(folders: Sequence[Path]) -> list[dict[str, Any]]:
-    """For each experiment folder: {"experiment", "protocol", "claims": [row, ...]}.
+    """The claims per protocol: the experiments' trials pooled by feedback_delay (several experiments of one
+    protocol, e.g. presets run in two batches, count as one), in order of first appearance.
 
-    Raises AnalysisInputError (one line) on a missing or empty trials.parquet.
+    Returns [{"experiments": [folder, ...], "protocol", "claims": [row, ...]}, ...]. Raises AnalysisInputError
+    (one line) on a missing or empty trials.parquet, or a variant and seed found in two pooled experiments.
     """
-    out = []
+    pooled: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
     for folder in folders:
         trials = read_trials(Path(folder))
         if trials.empty:
             raise AnalysisInputError(f"{folder}: trials.parquet has no trials")
+        names, frames = pooled.setdefault(protocol_of(trials), ([], []))
+        names.append(str(folder))
+        frames.append(trials)
+    out = []
+    for protocol, (names, frames) in pooled.items():
+        trials = pd.concat(frames, ignore_index=True)
+        done = trials[trials["status"].astype(str).str.upper() == "TERMINATED"] if "status" in trials else trials
+        twice = done[done.duplicated(["variant", "seed"], keep=False)]
+        if len(frames) > 1 and not twice.empty:
+            first = twice.iloc[0]
+            raise AnalysisInputError(f"{first['variant']} seed {first['seed']} is in more than one of the "
+                                     f"experiments of {protocol}: {', '.join(names)}")
         table = evaluate_claims(trials)
-        out.append({"experiment": str(folder), "protocol": protocol_of(trials),
+        out.append({"experiments": names, "protocol": protocol,
                     "claims": [{k: _json_value(v) for k, v in r.items()} for r in table.to_dict(orient="records")]})
     return out
 
@@ -183,7 +198,7 @@ def claims_text(results: Sequence[dict[str, Any]]) -> str:
     """The claims of each experiment as a plain table, one block per experiment."""
     blocks = []
     for r in results:
-        lines = [f"{r['experiment']} ({r['protocol']}); B vs A in % of A's mean, Welch 95% interval"]
+        lines = [f"{' + '.join(r['experiments'])} ({r['protocol']}); B vs A in % of A's mean, Welch 95% interval"]
         for c in r["claims"]:
             shown = (f"{_fmt_pct(c['pct']):>8} [{_fmt_pct(c['pct_low'])}, {_fmt_pct(c['pct_high'])}]"
                      if c["pct"] is not None else " " * 8)

@@ -83,9 +83,13 @@ def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.C
     assert cli_main(["--claims", str(zero), str(twelve), "--json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert [e["protocol"] for e in payload["experiments"]] == ["feedback_delay 0", "feedback_delay 12"]
+    assert payload["experiments"][1]["experiments"] == [str(twelve)]
     assert cli_main(["--claims", str(zero), str(twelve), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + len(CLAIMS) and "feedback_delay 12" in lines[0]
+    # two batches of one protocol pool into one column; the same seed of a variant in both is refused
+    assert cli_main(["--claims", str(twelve), str(_write(tmp_path / "d12b", 12)), "--json"]) == 2
+    assert "is in more than one of the experiments of feedback_delay 12" in capsys.readouterr().err
     assert cli_main(["--claims", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not found" in err
