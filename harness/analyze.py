@@ -48,7 +48,8 @@ def build_parser() -> OneLineParser:
                      help="compare two experiment folders (each with trials.parquet), variant by variant: B - A")
     cmp.add_argument("--metric", default=None, metavar="M", help="the metric compared (default mse)")
     cmp.add_argument("--figure", type=Path, default=None, metavar="PNG",
-                     help="--compare: also draw both experiments' means and intervals per variant into PNG")
+                     help="--compare: also draw both experiments' means and intervals per variant into PNG; "
+                     "--claims: the same for the two protocols")
     claims = p.add_argument_group("the technical report's claims (harness.analysis.claims; no experiment folder)")
     claims.add_argument("--claims", nargs="+", type=Path, default=None, metavar="EXP",
                         help="test every claim of the report on these experiments of the baselines space "
@@ -103,6 +104,16 @@ def claims_main(args: argparse.Namespace) -> int:
         print(claims_markdown(results), end="")
     else:
         print(claims_text(results), end="")
+    if args.figure is not None:
+        from harness.analysis.claims import protocols_table
+        from harness.analysis.figures import two_experiments
+
+        try:
+            table, name_a, name_b = protocols_table(args.claims)
+        except AnalysisInputError as exc:
+            return fail(exc)
+        path = two_experiments(table, name_a, name_b, args.figure, "mse", "under two protocols")
+        print(f"figure: {path}", file=sys.stderr if args.json or args.markdown else sys.stdout)
     return 0
 
 

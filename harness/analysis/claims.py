@@ -142,23 +142,22 @@ def protocol_of(trials: pd.DataFrame) -> str:
     return "feedback_delay " + ",".join(map(str, values))
 
 
-def claims_of_folders(folders: Sequence[Path]) -> list[dict[str, Any]]:
-    """The claims per protocol: the experiments' trials pooled by feedback_delay (several experiments of one
-    protocol, e.g. presets run in two batches, count as one), in order of first appearance.
+def pooled_trials(folders: Sequence[Path]) -> dict[str, tuple[list[str], pd.DataFrame]]:
+    """protocol -> (its experiment folders, their trials pooled): experiments of one feedback_delay count as one.
 
-    Returns [{"experiments": [folder, ...], "protocol", "claims": [row, ...]}, ...]. Raises AnalysisInputError
-    (one line) on a missing or empty trials.parquet, or a variant and seed found in two pooled experiments.
+    Raises AnalysisInputError (one line) on a missing or empty trials.parquet, or a variant and seed found
+    in two pooled experiments.
     """
-    pooled: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
+    parts: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
     for folder in folders:
         trials = read_trials(Path(folder))
         if trials.empty:
             raise AnalysisInputError(f"{folder}: trials.parquet has no trials")
-        names, frames = pooled.setdefault(protocol_of(trials), ([], []))
+        names, frames = parts.setdefault(protocol_of(trials), ([], []))
         names.append(str(folder))
         frames.append(trials)
-    out = []
-    for protocol, (names, frames) in pooled.items():
+    out: dict[str, tuple[list[str], pd.DataFrame]] = {}
+    for protocol, (names, frames) in parts.items():
         trials = pd.concat(frames, ignore_index=True)
         done = trials[trials["status"].astype(str).str.upper() == "TERMINATED"] if "status" in trials else trials
         twice = done[done.duplicated(["variant", "seed"], keep=False)]
@@ -166,10 +165,40 @@ def claims_of_folders(folders: Sequence[Path]) -> list[dict[str, Any]]:
             first = twice.iloc[0]
             raise AnalysisInputError(f"{first['variant']} seed {first['seed']} is in more than one of the "
                                      f"experiments of {protocol}: {', '.join(names)}")
+        out[protocol] = (names, trials)
+    return out
+
+
+def claims_of_folders(folders: Sequence[Path]) -> list[dict[str, Any]]:
+    """The claims per protocol (pooled_trials), in order of first appearance:
+    [{"experiments": [folder, ...], "protocol", "claims": [row, ...]}, ...]."""
+    out = []
+    for protocol, (names, trials) in pooled_trials(folders).items():
         table = evaluate_claims(trials)
         out.append({"experiments": names, "protocol": protocol,
                     "claims": [{k: _json_value(v) for k, v in r.items()} for r in table.to_dict(orient="records")]})
     return out
+
+
+def protocols_table(folders: Sequence[Path], metric: str = "mse") -> tuple[pd.DataFrame, str, str]:
+    """Every variant's mean `metric` with its 95% t interval under two protocols (the figure's input):
+    columns variant, n_a, mean_a, ci_low_a, ci_high_a and the same for b, plus the two protocols' names.
+    AnalysisInputError unless the folders hold exactly two protocols."""
+    pooled = pooled_trials(folders)
+    if len(pooled) != 2:
+        raise AnalysisInputError(f"--figure draws two protocols; these experiments hold {len(pooled)}: "
+                                 f"{', '.join(pooled)}")
+    (name_a, (_, trials_a)), (name_b, (_, trials_b)) = pooled.items()
+    rows = []
+    for variant in sorted(set(trials_a["variant"]) | set(trials_b["variant"])):
+        row: dict[str, Any] = {"variant": variant}
+        for side, trials in (("a", trials_a), ("b", trials_b)):
+            values = _per_seed(trials, variant, metric) if variant in set(trials["variant"]) else np.array([])
+            mean, low, high = mean_interval(values)
+            row.update({f"n_{side}": len(values), f"mean_{side}": mean, f"ci_low_{side}": low,
+                        f"ci_high_{side}": high})
+        rows.append(row)
+    return pd.DataFrame(rows), name_a, name_b
 
 
 def _fmt_pct(x: float | None) -> str:

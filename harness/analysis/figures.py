@@ -253,7 +253,8 @@ def importances_bar(importances: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
-def two_experiments(table: pd.DataFrame, label_a: str, label_b: str, path: Path, metric: str = "mse") -> Path:
+def two_experiments(table: pd.DataFrame, label_a: str, label_b: str, path: Path, metric: str = "mse",
+                    title: str = "in two experiments") -> Path:
     """Each variant's mean `metric` with its 95% t interval in two experiments, side by side (one row per
     variant, A and B as two markers, ordered by A's mean): `table` is harness.analysis.compare's table."""
     rows = table.dropna(subset=["mean_a", "mean_b"], how="all").sort_values("mean_a").head(MAX_BARS)
@@ -273,7 +274,7 @@ def two_experiments(table: pd.DataFrame, label_a: str, label_b: str, path: Path,
                     else f"{label} ({int(n.min())} seeds)")
     ax.set_yticks(y, rows["variant"])
     ax.set_xlabel(f"{metric}, mean over seeds; bars: 95% t interval")
-    ax.set_title(f"{metric} per variant in two experiments")
+    ax.set_title(f"{metric} per variant {title}")
     ax.legend(loc="best", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     return _save(fig, path)

@@ -87,9 +87,26 @@ def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.C
     assert cli_main(["--claims", str(zero), str(twelve), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + len(CLAIMS) and "feedback_delay 12" in lines[0]
+    figure = tmp_path / "protocols.png"
+    assert cli_main(["--claims", str(zero), str(twelve), "--figure", str(figure)]) == 0
+    assert figure.stat().st_size > 1000 and f"figure: {figure}" in capsys.readouterr().out
+    assert cli_main(["--claims", str(zero), "--figure", str(tmp_path / "one.png")]) == 2  # one protocol only
+    assert "draws two protocols" in capsys.readouterr().err
     # two batches of one protocol pool into one column; the same seed of a variant in both is refused
     assert cli_main(["--claims", str(twelve), str(_write(tmp_path / "d12b", 12)), "--json"]) == 2
     assert "is in more than one of the experiments of feedback_delay 12" in capsys.readouterr().err
     assert cli_main(["--claims", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "not found" in err
+
+
+def test_the_protocols_table_holds_each_variants_mean_and_interval(tmp_path: Path) -> None:
+    from harness.analysis.claims import protocols_table
+
+    table, name_a, name_b = protocols_table([_write(tmp_path / "d12", 12), _write(tmp_path / "d0", 0)])
+    assert (name_a, name_b) == ("feedback_delay 12", "feedback_delay 0")
+    row = table.set_index("variant").loc["ogd"]
+    values = np.array(VALUES["ogd"])
+    ci = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
+    assert (row["n_a"], row["mean_a"]) == (4, pytest.approx(values.mean()))
+    assert (row["ci_low_b"], row["ci_high_b"]) == pytest.approx(ci)
