@@ -23,6 +23,7 @@ def test_the_online_phase_runs_over_the_validation_windows_when_asked(etth1: Pre
     short = TrialRunner(resolve_config("ogd", {"epochs": 0, "online_split": "val"}), etth1, max_steps=30)
     short.run_warmup()
     short.run_online()
+    assert short.step == 30 and short.result()["protocol"]["stream_steps"] == len(etth1.val)
     persistence = TrialRunner(resolve_config("persistence", {"online_split": "val"}), etth1, max_steps=30)
     persistence.run_online()
     # errors in original units are against the validation targets (mape: mean |p - t| / |t|)
