@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,7 +33,7 @@ from fsnet_models.group_optim import GroupAdamW
 from fsnet_models.presets import preset as get_preset
 from harness.online.metrics import cumulative_curve, stream_metrics
 from harness.online.protocol import StepRecords, set_online_learning_rate, train_step
-from harness.online.runner import CheckpointError, on_device
+from harness.online.runner import CheckpointError, on_device, read_state, write_state
 from harness.online.runtime import fast_kernels, peak_rss_mb, rss_mb, wait_for_device
 from harness.online.trial_data import online_split
 
@@ -456,24 +453,9 @@ class GroupRunner:
         self.warmup_seconds, self.online_seconds = state["warmup_seconds"], state["online_seconds"]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write state_dict() to `path` atomically (temp file in the same folder, then rename)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write state_dict() to `path` atomically (runner.write_state)."""
+        write_state(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore from a file written by save(); CheckpointError when it cannot be resumed."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise CheckpointError(f"cannot read group checkpoint {path}: {exc}") from exc
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} is not a group checkpoint")
-        self.load_state_dict(state)
+        self.load_state_dict(read_state(path, self.device, "group"))

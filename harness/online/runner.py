@@ -230,24 +230,35 @@ class TrialRunner:
         self.rss_at_10pct = state["rss_at_10pct"]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write state_dict() to `path` atomically (temp file in the same folder, then rename)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                torch.save(self.state_dict(), handle)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Write state_dict() to `path` atomically (write_state)."""
+        write_state(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike) -> None:
         """Restore from a file written by save(); CheckpointError when it cannot be resumed."""
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} is not a trial checkpoint")
-        self.load_state_dict(state)
+        self.load_state_dict(read_state(path, self.device, "trial"))
+
+
+def write_state(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """torch.save `state` to `path` atomically (temp file in the same folder, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(path: str | os.PathLike, device: torch.device, kind: str) -> dict[str, Any]:
+    """The state dict written by write_state to `path` (tensors on `device`); CheckpointError, naming the
+    `kind` of checkpoint ("trial", "group"), when it cannot be read or is not a dict."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise CheckpointError(f"cannot read {'group ' if kind == 'group' else ''}checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} is not a {kind} checkpoint")
+    return state
