@@ -135,6 +135,25 @@ class _Session:
         """True when checkpoint_every steps have passed since the last checkpoint."""
         return self.runner.step - self.last_checkpoint_step >= self.run["checkpoint_every"]
 
+    def drive(self, trial_id: str) -> None:
+        """Warm the runner up when it is not yet (then checkpoint), and step it online to the end,
+        reporting every report_every steps and checkpointing every checkpoint_every steps; the
+        final report is the caller's."""
+        runner = self.runner
+        if not runner.warmed_up:
+            runner.run_warmup()
+            self.report(self.running(), checkpoint=True)
+        while not runner.finished:
+            runner.run_online(self.run["report_every"])
+            if runner.finished:
+                break
+            checkpoint = self.due()
+            self.report(self.running(), checkpoint=checkpoint)
+            if checkpoint:
+                log_event("checkpoint", trial_id=trial_id, step=runner.step, attempt=self.meta["attempt"])
+                maybe_crash(runner.step)
+            maybe_delay()
+
 
 def running_summary(metrics: dict[str, float] | list[dict[str, float]]) -> dict[str, float]:
     """A solo runner's running metrics as they are; a group's as step plus the mean over its members
@@ -175,19 +194,7 @@ def run_trial(config: dict[str, Any], done: Mapping[str, Mapping[str, Any]] | No
     session = _Session(runner, meta, run)
     log_event("start", trial_id=trial_id, variant=spec.variant, seed=spec.seed, step=runner.step,
               attempt=meta["attempt"], device=device, **placement())
-    if not runner.warmed_up:
-        runner.run_warmup()
-        session.report(session.running(), checkpoint=True)
-    while not runner.finished:
-        runner.run_online(run["report_every"])
-        if runner.finished:
-            break
-        checkpoint = session.due()
-        session.report(session.running(), checkpoint=checkpoint)
-        if checkpoint:
-            log_event("checkpoint", trial_id=trial_id, step=runner.step, attempt=meta["attempt"])
-            maybe_crash(runner.step)
-        maybe_delay()
+    session.drive(trial_id)
     final = {**runner.running_metrics(), **flatten_result(runner.result()), "trial_seconds": session.seconds(),
              "started_at": meta["started_at"], "ended_at": utc_now(), "node_ip": ray.util.get_node_ip_address(),
              "curve_json": json.dumps(runner.curve(run["report_every"])), "final": True,
@@ -238,19 +245,7 @@ def run_group_trial(config: dict[str, Any], spec: TrialSpec, done: Mapping[str, 
     session = _Session(runner, meta, run)
     log_event("start", trial_id=trial_id, variant=spec.variant, seeds=list(spec.seeds), step=runner.step,
               attempt=meta["attempt"], device=device, **placement())
-    if not runner.warmed_up:
-        runner.run_warmup()
-        session.report(session.running(), checkpoint=True)
-    while not runner.finished:
-        runner.run_online(run["report_every"])
-        if runner.finished:
-            break
-        checkpoint = session.due()
-        session.report(session.running(), checkpoint=checkpoint)
-        if checkpoint:
-            log_event("checkpoint", trial_id=trial_id, step=runner.step, attempt=meta["attempt"])
-            maybe_crash(runner.step)
-        maybe_delay()
+    session.drive(trial_id)
     finals = _member_finals(runner, run["report_every"])
     final = {**session.running(), "trial_seconds": session.seconds(), "started_at": meta["started_at"],
              "ended_at": utc_now(), "node_ip": ray.util.get_node_ip_address(), "final": True,

@@ -104,6 +104,23 @@ def solo_step(model: ForecastNet, optimizer: torch.optim.Optimizer, x: torch.Ten
     return out.detach()
 
 
+def step_solos_and_compare(step: int, out: torch.Tensor, triggers: torch.Tensor | None, solos: list[ForecastNet],
+                           solo_optimizers: list[torch.optim.Optimizer], rng_states: list[torch.Tensor],
+                           x: torch.Tensor, y: torch.Tensor, skip: set[int] | frozenset[int] = frozenset()) -> None:
+    """Step each solo model (but those in `skip`) on its member's x [G, B, 48, 8] and y [G, B, 12], each
+    with torch's global RNG to itself (rng_states, updated), and assert its forecast equals the group's
+    out[i] to OUT_TOL and, when `triggers` [G, ...] is given, its trigger state equals triggers[i]."""
+    for i, (solo, solo_optimizer) in enumerate(zip(solos, solo_optimizers, strict=True)):
+        if i in skip:
+            continue
+        torch.set_rng_state(rng_states[i])
+        want = solo_step(solo, solo_optimizer, x[i], y[i])
+        rng_states[i] = torch.get_rng_state()
+        assert torch.allclose(out[i], want, **OUT_TOL), (step, i, float((out[i] - want).abs().max()))
+        if triggers is not None:
+            assert torch.equal(triggers[i], solo_triggers(solo)), (step, i)
+
+
 def run_group(config: dict[str, Any], steps: int, sync_free: bool) -> tuple[GroupNet, GroupAdamW, list[torch.Tensor]]:
     """A float64 group of SEEDS run for `steps` steps (WARM_UP_STEPS warm-up first); returns the forecasts."""
     group = build_group(config, SEEDS).double()
@@ -194,13 +211,8 @@ def test_grouped_steps_equal_solo_steps(preset: str, sync_free: bool, layout: st
         x, y = step_data(step, 1 if online else 4, generator)
         armed = group.triggers()  # read at this step's begin_step
         out = group_step(group, optimizer, x, y)
-        for i, (solo, solo_optimizer) in enumerate(zip(solos, solo_optimizers, strict=True)):
-            torch.set_rng_state(rng_states[i])  # each solo trial has torch's global RNG to itself
-            want = solo_step(solo, solo_optimizer, x[i], y[i])
-            rng_states[i] = torch.get_rng_state()
-            assert torch.allclose(out[i], want, **OUT_TOL), (step, i, float((out[i] - want).abs().max()))
-            if armed is not None:
-                assert torch.equal(group.triggers()[i], solo_triggers(solo)), (step, i)
+        step_solos_and_compare(step, out, group.triggers() if armed is not None else None, solos,
+                               solo_optimizers, rng_states, x, y)
         if armed is not None and online:
             fired = armed.any(1)
             reads += fired
@@ -404,14 +416,9 @@ def test_the_per_member_mode_steps_each_member_as_its_solo_adamw(sync_free: bool
             set_phase(model, online)
         x, y = step_data(step, 1 if online else 4, generator)
         out = group_step(group, optimizer, x, y)
-        for i, (solo, solo_optimizer) in enumerate(zip(solos, solo_optimizers, strict=True)):
-            if i == STOPPED and not online and step >= STOP_AFTER:
-                continue  # its solo's warm-up is over; the group's member 1 trains on, unseen
-            torch.set_rng_state(rng_states[i])
-            want = solo_step(solo, solo_optimizer, x[i], y[i])
-            rng_states[i] = torch.get_rng_state()
-            assert torch.allclose(out[i], want, **OUT_TOL), (step, i, float((out[i] - want).abs().max()))
-            assert torch.equal(group.triggers()[i], solo_triggers(solo)), (step, i)
+        stopped = {STOPPED} if not online and step >= STOP_AFTER else set()  # its solo's warm-up is over;
+        # the group's member 1 trains on, unseen
+        step_solos_and_compare(step, out, group.triggers(), solos, solo_optimizers, rng_states, x, y, skip=stopped)
         if step == STOP_AFTER - 1:
             saved = save_member(group, optimizer, STOPPED)
     assert_states_match(group, solos)
