@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints-cpu.txt
 # Data: $FSNET_DATA_DIR when set (CI sets it), else the loader's own lookup (cache, then download).
 ABLATE_ARGS ?= --space ultra
+# Test processes (pytest-xdist): the unit tests spread over them, the Ray integration tests run on one of them.
+TEST_WORKERS ?= 2
 
 .PHONY: setup test lint ablate bench clean
 
@@ -21,7 +23,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ablate: setup
 	$(PY) -m harness.ablate $(ABLATE_ARGS)

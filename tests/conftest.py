@@ -30,3 +30,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # make test runs one test process per core: each gets one torch thread, or the cores are oversubscribed
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every integration test (they start Ray, or run long streams) in one xdist group, so that under
+    `pytest -n N --dist loadgroup` one worker runs them one after another and no two Ray instances compete."""
+    for item in items:
+        if item.get_closest_marker("integration") is not None:
+            item.add_marker(pytest.mark.xdist_group("integration"))
