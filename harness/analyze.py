@@ -102,6 +102,11 @@ def claims_main(args: argparse.Namespace) -> int:
         print(json.dumps({"experiments": results}, allow_nan=False, default=str))
     elif args.markdown:
         print(claims_markdown(results), end="")
+        if len(results) == 2:  # every variant's mean under both protocols, below the claims
+            from harness.analysis.claims import protocols_markdown, protocols_table
+
+            print()
+            print(protocols_markdown(*protocols_table(args.claims)), end="")
     else:
         print(claims_text(results), end="")
     if args.figure is not None:

@@ -223,6 +223,28 @@ def claims_markdown(results: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def protocols_markdown(table: pd.DataFrame, name_a: str, name_b: str, metric: str = "mse") -> str:
+    """protocols_table as one Markdown table: a row per variant, its seeds and mean `metric` with the 95% t
+    interval under each protocol (an empty cell where a protocol has no trial of the variant), in order of
+    the mean under the first protocol."""
+    def cell(row: pd.Series, side: str) -> tuple[str, str]:
+        n = int(row[f"n_{side}"])
+        if n == 0:
+            return "", "0"
+        if n == 1:
+            return f"{row[f'mean_{side}']:.4f}", "1"
+        return f"{row[f'mean_{side}']:.4f} [{row[f'ci_low_{side}']:.4f}, {row[f'ci_high_{side}']:.4f}]", str(n)
+
+    lines = [f"| variant | seeds, {name_a} | {metric}, {name_a} [95% CI] | seeds, {name_b} | {metric}, {name_b} "
+             "[95% CI] |", "| --- | --: | --: | --: | --: |"]
+    order = table.assign(_key=table["mean_a"].fillna(float("inf"))).sort_values(["_key", "variant"])
+    for _, row in order.iterrows():
+        shown_a, n_a = cell(row, "a")
+        shown_b, n_b = cell(row, "b")
+        lines.append(f"| `{row['variant']}` | {n_a} | {shown_a} | {n_b} | {shown_b} |")
+    return "\n".join(lines) + "\n"
+
+
 def claims_text(results: Sequence[dict[str, Any]]) -> str:
     """The claims of each experiment as a plain table, one block per experiment."""
     blocks = []

@@ -86,7 +86,11 @@ def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.C
     assert payload["experiments"][1]["experiments"] == [str(twelve)]
     assert cli_main(["--claims", str(zero), str(twelve), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 + len(CLAIMS) and "feedback_delay 12" in lines[0]
+    assert len(lines) == 2 + len(CLAIMS) + 1 + 2 + len(VALUES) and "feedback_delay 12" in lines[0]
+    # below the claims: every variant's mean under both protocols, best first under the first protocol
+    variants = lines[2 + len(CLAIMS) + 3:]
+    assert lines[2 + len(CLAIMS) + 1].startswith("| variant | seeds, feedback_delay 0 |")
+    assert variants[0].startswith("| `advanced` | 4 | 0.5000 [") and variants[-1].startswith("| `ogd` | 4 | 1.0000 [")
     figure = tmp_path / "protocols.png"
     assert cli_main(["--claims", str(zero), str(twelve), "--figure", str(figure)]) == 0
     assert figure.stat().st_size > 1000 and f"figure: {figure}" in capsys.readouterr().out
@@ -101,7 +105,7 @@ def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.C
 
 
 def test_the_protocols_table_holds_each_variants_mean_and_interval(tmp_path: Path) -> None:
-    from harness.analysis.claims import protocols_table
+    from harness.analysis.claims import protocols_markdown, protocols_table
 
     table, name_a, name_b = protocols_table([_write(tmp_path / "d12", 12), _write(tmp_path / "d0", 0)])
     assert (name_a, name_b) == ("feedback_delay 12", "feedback_delay 0")
@@ -110,3 +114,8 @@ def test_the_protocols_table_holds_each_variants_mean_and_interval(tmp_path: Pat
     ci = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
     assert (row["n_a"], row["mean_a"]) == (4, pytest.approx(values.mean()))
     assert (row["ci_low_b"], row["ci_high_b"]) == pytest.approx(ci)
+    one_side = table.copy()
+    one_side.loc[one_side["variant"] == "ultra", ["n_b", "mean_b"]] = (0, float("nan"))
+    shown = protocols_markdown(one_side, name_a, name_b).splitlines()
+    assert "| `ultra` | 4 | 0.7000 [" in "\n".join(shown) and any(r.startswith("| `ultra` |") and r.endswith("| 0 |  |")
+                                                                     for r in shown)
