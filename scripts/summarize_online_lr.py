@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from scipy import stats
+from harness.analysis.compare import mean_interval
 
 
 def read_runs(folder: Path) -> dict[tuple[str, int, str], list[dict]]:
@@ -27,17 +27,6 @@ def read_runs(folder: Path) -> dict[tuple[str, int, str], list[dict]]:
             lines = path.read_text().splitlines()
             runs[(name["preset"], int(name["delay"]), name["lr"])] = [json.loads(line) for line in lines]
     return runs
-
-
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """The mean of `values` and its 95% t interval (the mean twice when there is one value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, mean, mean
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def lr_key(lr: str) -> float:
@@ -60,9 +49,10 @@ def main(argv: list[str]) -> int:
         if not members:
             print(f"| `{preset}` | {delay} | {lr} | 0 | every member failed | |")
             continue
-        mean, low, high = mean_interval([m["mse"] for m in members])
+        mean, low, high = mean_interval([m["mse"] for m in members])  # low, high NaN for one member
+        shown = f"{mean:.4f} [{low:.4f}, {high:.4f}]" if len(members) > 1 else f"{mean:.4f}"
         rel = sum(m["rel_mse_persistence"] for m in members) / len(members)
-        print(f"| `{preset}` | {delay} | {lr} | {len(members)} | {mean:.4f} [{low:.4f}, {high:.4f}] | {rel:.3f} |")
+        print(f"| `{preset}` | {delay} | {lr} | {len(members)} | {shown} | {rel:.3f} |")
         if (preset, delay) not in best or mean < best[(preset, delay)][0]:
             best[(preset, delay)] = (mean, lr)
     print()
