@@ -110,7 +110,7 @@ def analyze_loaded(data: ExperimentData, out_dir: Path | None = None, n_boot: in
             notes.append(f"sequential rule not replayed: {exc}")
         else:
             write_csv("sequential.csv", sequential_rows(replayed))
-            sequential = sequential_section(replayed)
+            sequential = sequential_section(replayed, trials=data.trials_all)
 
     _draw_figures(res)
     res.findings = findings(effects, interactions)

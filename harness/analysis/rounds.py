@@ -212,15 +212,83 @@ def sequential_rows(rounds: Rounds, power_effect: float = 0.05) -> pd.DataFrame:
     return frame
 
 
+def _compute_seconds(trials: pd.DataFrame) -> pd.Series:
+    """Compute seconds per row: a solo trial's trial_seconds; a group member's share of its group's (trial_seconds is
+    the group's, on every member's row, so each member carries trial_seconds / group_size)."""
+    seconds = pd.to_numeric(trials["trial_seconds"], errors="coerce").fillna(0.0)
+    if "group_size" in trials.columns:
+        size = pd.to_numeric(trials["group_size"], errors="coerce").fillna(1).clip(lower=1)
+        seconds = seconds / size
+    return seconds
+
+
+def _busy_seconds(trials: pd.DataFrame) -> float:
+    """Wall seconds during which at least one trial ran: the union of the rows' [started_at, ended_at] spans (so the
+    hours between an interrupted run and its --resume do not count)."""
+    if not {"started_at", "ended_at"} <= set(trials.columns):
+        return math.nan
+    spans = sorted((s, e) for s, e in zip(pd.to_datetime(trials["started_at"], utc=True),
+                                          pd.to_datetime(trials["ended_at"], utc=True), strict=True)
+                   if pd.notna(s) and pd.notna(e) and e >= s)
+    total, start, end = 0.0, None, None
+    for s, e in spans:
+        if end is None or s > end:
+            if end is not None:
+                total += (end - start).total_seconds()
+            start, end = s, e
+        else:
+            end = max(end, e)
+    if end is not None:
+        total += (end - start).total_seconds()
+    return total
+
+
+def round_cost(trials: pd.DataFrame, rounds: Rounds) -> dict[str, float]:
+    """What the sequential design spent, beside what a fixed design of max_seeds seeds per configuration would cost.
+
+    trials: every row of the experiment (TERMINATED and ERROR alike: both used compute). Returns trials (rows),
+    compute_hours (the rows' compute seconds summed, a group counted once), wall_hours (time with a trial running),
+    fixed_trials (configurations x max_seeds), fixed_compute_hours (each configuration's mean compute seconds per
+    trial x max_seeds) and fixed_wall_hours (wall_hours scaled by fixed / spent compute: the same concurrency).
+    """
+    plan = rounds.result.plan
+    rows = trials[trials["variant"].isin(plan.configs)] if not trials.empty else trials
+    nan = math.nan
+    if rows.empty or "trial_seconds" not in rows.columns:
+        return {"trials": float(len(rows)), "compute_hours": nan, "wall_hours": nan,
+                "fixed_trials": float(len(plan.configs) * plan.max_seeds), "fixed_compute_hours": nan,
+                "fixed_wall_hours": nan}
+    seconds = _compute_seconds(rows)
+    per_config = seconds.groupby(rows["variant"]).mean()
+    overall = float(seconds.mean())
+    fixed = sum(float(per_config.get(c, overall)) for c in plan.configs) * plan.max_seeds
+    spent = float(seconds.sum())
+    wall = _busy_seconds(rows)
+    return {"trials": float(len(rows)), "compute_hours": spent / 3600, "wall_hours": wall / 3600,
+            "fixed_trials": float(len(plan.configs) * plan.max_seeds), "fixed_compute_hours": fixed / 3600,
+            "fixed_wall_hours": wall * fixed / spent / 3600 if spent > 0 else nan}
+
+
+def cost_lines(cost: Mapping[str, float], max_seeds: int) -> list[str]:
+    """The report's "Cost" lines for round_cost's figures."""
+    return ["### Cost", "",
+            f"Spent: {cost['trials']:.0f} trials, {_num(cost['compute_hours'], 3)} compute hours (the trials' "
+            f"seconds summed), {_num(cost['wall_hours'], 3)} hours of wall time with a trial running. A fixed design "
+            f"of {max_seeds} seeds per configuration: {cost['fixed_trials']:.0f} trials, about "
+            f"{_num(cost['fixed_compute_hours'], 3)} compute hours (each configuration's mean trial seconds so far) "
+            f"and {_num(cost['fixed_wall_hours'], 3)} hours of wall time at the same concurrency."]
+
+
 def _num(x: float, digits: int = 5) -> str:
     """A number for the tables, '—' when not finite."""
     return f"{x:.{digits}g}" if isinstance(x, (int, float)) and math.isfinite(x) else "—"
 
 
-def sequential_section(rounds: Rounds, power_effect: float = 0.05) -> str:
+def sequential_section(rounds: Rounds, power_effect: float = 0.05, trials: pd.DataFrame | None = None) -> str:
     """The "Sequential rule" section of report.md: sequential.report_markdown (method, alpha, rounds run, seeds per
     configuration, per effect its status, seeds, effect and interval in % of the reference, power), then rliable's
-    IQM and probability of improvement beside the mean."""
+    IQM and probability of improvement beside the mean, then (given the experiment's trials) the cost beside a fixed
+    design's (round_cost)."""
     result = rounds.result
     text = sq.report_markdown(result, power_effect).replace("## Sequential design", "## Sequential rule", 1)
     ref = result.plan.effects[0].reference
@@ -239,6 +307,8 @@ def sequential_section(rounds: Rounds, power_effect: float = 0.05) -> str:
         b = beside_the_mean(d, result)
         lines.append(f"| {d.name} | {_num(b['mean_with'])} | {_num(b['mean_without'])} | {_num(b['iqm_with'])} | "
                      f"{_num(b['iqm_without'])} | {_num(b['probability_of_improvement'], 3)} |")
+    if trials is not None:
+        lines += ["", *cost_lines(round_cost(trials, rounds), result.plan.max_seeds)]
     return "\n".join(lines) + "\n"
 
 

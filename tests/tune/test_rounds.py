@@ -339,6 +339,39 @@ def test_analysis_reports_the_rule_with_the_drivers_decisions(tmp_path: Path,
     assert "round(s) run, stopped:" in section and "Seeds per configuration: advanced 8" in section
     assert "would have been found with probability" in section and "IQM" in section
     assert "| chunk_by | loo | resolved_effect |" in section
+    assert "### Cost" in section and "A fixed design of 8 seeds per configuration: 40 trials" in section
+
+
+def test_round_cost_counts_groups_once_and_skips_the_pause(tmp_path: Path) -> None:
+    """round_cost: a group's seconds are counted once (shared by its members), the wall time is the union of the
+    trials' spans (a pause between runs does not count), and the fixed design scales each configuration's mean."""
+    s = _settings(tmp_path, "--seeds-per-round", "2")
+    folder = tmp_path / "seq"
+    write_experiment(folder, s)
+    fake = FakeRounds(folder, _rel(chunk_by=0.5, adaptive_tau=0.3, topk_temperature=0.2, controller_dropout=0.4))
+    _run(s, folder, fake)
+    trials = ResultsStore(folder).frame()
+    replayed = replay_rounds.replay_experiment(s, trials)
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    n = len(trials)
+    trials = trials.assign(trial_seconds=100.0, group_size=1,
+                           started_at=[t0 + pd.Timedelta(seconds=50 * i) for i in range(n)],
+                           ended_at=[t0 + pd.Timedelta(seconds=50 * i + 100) for i in range(n)])
+    # the last two rows: one group of two members, run after a ten-hour pause; 300 s for the group
+    trials.loc[trials.index[-2:], ["trial_seconds", "group_size"]] = [300.0, 2]
+    late = t0 + pd.Timedelta(hours=10)
+    trials.loc[trials.index[-2:], "started_at"] = late
+    trials.loc[trials.index[-2:], "ended_at"] = late + pd.Timedelta(seconds=300)
+    cost = replay_rounds.round_cost(trials, replayed)
+    assert cost["trials"] == n
+    assert cost["compute_hours"] == pytest.approx((100 * (n - 2) + 300) / 3600)
+    assert cost["wall_hours"] == pytest.approx((50 * (n - 3) + 100 + 300) / 3600)  # overlapping spans, then the group
+    assert cost["fixed_trials"] == 5 * 16
+    per_trial = (trials["trial_seconds"] / trials["group_size"]).groupby(trials["variant"]).mean()
+    assert cost["fixed_compute_hours"] == pytest.approx(per_trial.sum() * 16 / 3600)
+    assert cost["fixed_wall_hours"] == pytest.approx(cost["wall_hours"] * cost["fixed_compute_hours"]
+                                                     / cost["compute_hours"])
+    assert math.isnan(replay_rounds.round_cost(trials.drop(columns=["trial_seconds"]), replayed)["compute_hours"])
 
 
 # ------------------------------------------------------------------ one real run on Ray Tune
