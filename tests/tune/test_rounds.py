@@ -206,6 +206,23 @@ def test_stopping_rule_drops_resolved_configurations_and_stops_when_all_resolved
     assert all(d.resolved for d in ref.decisions) and ref.stopped == "all resolved"
 
 
+def test_a_round_runs_in_trial_groups(tmp_path: Path) -> None:
+    """With --group-size, each round's Tuner grid packs the round's seeds of a configuration into groups (the round's
+    trials only: round 2's groups hold seeds 4..7, never a seed of round 1)."""
+    from harness.tune.tuner import grid_trials
+
+    s = _settings(tmp_path, "--max-seeds", "8", "--seeds-per-round", "4", "--group-size", "2")
+    plan = replay_rounds.sequential_plan(s)
+    for r in range(2):
+        trials = rounds.round_trials(s, plan.configs, plan.round_seeds(r))
+        grid = grid_trials(rounds.round_settings(s, r, trials))
+        assert len(grid) == len(plan.configs) * 2
+        want = list(plan.round_seeds(r))
+        for variant in plan.configs:
+            groups = [g["seeds"] for g in grid if g["variant"] == variant]
+            assert groups == [want[:2], want[2:]]
+
+
 def test_max_seeds_stops_and_names_the_unresolved(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     s = _settings(tmp_path, "--max-seeds", "4", "--seeds-per-round", "2")
     folder = tmp_path / "seq"
