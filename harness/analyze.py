@@ -92,12 +92,13 @@ def claims_main(args: argparse.Namespace) -> int:
     """--claims: every claim of the report on each experiment, as a table, Markdown (--markdown) or JSON."""
     if args.experiment is not None or args.compare is not None or args.simulate_sequential:
         return fail("--claims takes its experiment folders and excludes --compare and --simulate-sequential")
-    from harness.analysis.claims import claims_markdown, claims_of_folders, claims_text
+    from harness.analysis.claims import claims_markdown, claims_of_pooled, claims_text, pooled_trials
 
     try:
-        results = claims_of_folders(args.claims)
+        pooled = pooled_trials(args.claims)  # read once: the claims, the per-variant table and the figure use it
     except AnalysisInputError as exc:
         return fail(exc)
+    results = claims_of_pooled(pooled)
     if args.json:
         print(json.dumps({"experiments": results}, allow_nan=False, default=str))
     elif args.markdown:
@@ -106,7 +107,7 @@ def claims_main(args: argparse.Namespace) -> int:
             from harness.analysis.claims import protocols_markdown, protocols_table
 
             print()
-            print(protocols_markdown(*protocols_table(args.claims)), end="")
+            print(protocols_markdown(*protocols_table(pooled)), end="")
     else:
         print(claims_text(results), end="")
     if args.figure is not None:
@@ -114,7 +115,7 @@ def claims_main(args: argparse.Namespace) -> int:
         from harness.analysis.figures import two_experiments
 
         try:
-            table, name_a, name_b = protocols_table(args.claims)
+            table, name_a, name_b = protocols_table(pooled)
         except AnalysisInputError as exc:
             return fail(exc)
         path = two_experiments(table, name_a, name_b, args.figure, "mse", "under two protocols")

@@ -20,7 +20,7 @@ experiment's own means, so they compare with the report's numbers only in their 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,22 +169,24 @@ def pooled_trials(folders: Sequence[Path]) -> dict[str, tuple[list[str], pd.Data
     return out
 
 
-def claims_of_folders(folders: Sequence[Path]) -> list[dict[str, Any]]:
-    """The claims per protocol (pooled_trials), in order of first appearance:
+Pooled = Mapping[str, tuple[list[str], pd.DataFrame]]  # protocol -> (its experiment folders, their trials)
+
+
+def claims_of_pooled(pooled: Pooled) -> list[dict[str, Any]]:
+    """The claims per protocol of pooled_trials' result, in order of first appearance:
     [{"experiments": [folder, ...], "protocol", "claims": [row, ...]}, ...]."""
     out = []
-    for protocol, (names, trials) in pooled_trials(folders).items():
+    for protocol, (names, trials) in pooled.items():
         table = evaluate_claims(trials)
         out.append({"experiments": names, "protocol": protocol,
                     "claims": [{k: _json_value(v) for k, v in r.items()} for r in table.to_dict(orient="records")]})
     return out
 
 
-def protocols_table(folders: Sequence[Path], metric: str = "mse") -> tuple[pd.DataFrame, str, str]:
-    """Every variant's mean `metric` with its 95% t interval under two protocols (the figure's input):
-    columns variant, n_a, mean_a, ci_low_a, ci_high_a and the same for b, plus the two protocols' names.
-    AnalysisInputError unless the folders hold exactly two protocols."""
-    pooled = pooled_trials(folders)
+def protocols_table(pooled: Pooled, metric: str = "mse") -> tuple[pd.DataFrame, str, str]:
+    """Every variant's mean `metric` with its 95% t interval under two protocols (the figure's input), from
+    pooled_trials' result: columns variant, n_a, mean_a, ci_low_a, ci_high_a and the same for b, plus the two
+    protocols' names. AnalysisInputError unless the experiments hold exactly two protocols."""
     if len(pooled) != 2:
         raise AnalysisInputError(f"--figure draws two protocols; these experiments hold {len(pooled)}: "
                                  f"{', '.join(pooled)}")

@@ -105,9 +105,9 @@ def test_cli_claims_json_markdown_and_bad_input(tmp_path: Path, capsys: pytest.C
 
 
 def test_the_protocols_table_holds_each_variants_mean_and_interval(tmp_path: Path) -> None:
-    from harness.analysis.claims import protocols_markdown, protocols_table
+    from harness.analysis.claims import pooled_trials, protocols_markdown, protocols_table
 
-    table, name_a, name_b = protocols_table([_write(tmp_path / "d12", 12), _write(tmp_path / "d0", 0)])
+    table, name_a, name_b = protocols_table(pooled_trials([_write(tmp_path / "d12", 12), _write(tmp_path / "d0", 0)]))
     assert (name_a, name_b) == ("feedback_delay 12", "feedback_delay 0")
     row = table.set_index("variant").loc["ogd"]
     values = np.array(VALUES["ogd"])
