@@ -19,10 +19,11 @@ from harness.analysis.compare import mean_interval
 
 
 def read_runs(folder: Path) -> dict[tuple[str, int, str], list[dict]]:
-    """Every member line of every finished <preset>-d<delay>-lr<lr>.jsonl, keyed (preset, delay, lr)."""
+    """Every member line of every finished <preset>-d<delay>-lr<lr>.jsonl, keyed (preset, delay, lr); a preset
+    `P+revin` is P with RevIN on."""
     runs: dict[tuple[str, int, str], list[dict]] = {}
     for path in sorted(folder.glob("*.jsonl")):
-        name = re.fullmatch(r"(?P<preset>\w+)-d(?P<delay>\d+)-lr(?P<lr>.+)", path.stem)
+        name = re.fullmatch(r"(?P<preset>\w+(?:\+revin)?)-d(?P<delay>\d+)-lr(?P<lr>.+)", path.stem)
         if name is not None:
             lines = path.read_text().splitlines()
             runs[(name["preset"], int(name["delay"]), name["lr"])] = [json.loads(line) for line in lines]

@@ -5,8 +5,9 @@
 #
 # For each preset, feedback delay and online_lr ("ref" = the reference: the rate warm-up leaves),
 # runs seeds 100-103 as one trial group over the validation windows (never the test stream) and
-# writes one JSON line per member to OUT/<preset>-d<delay>-lr<lr>.jsonl. A file that exists is
-# skipped, so the script resumes where it stopped. Summarise with
+# writes one JSON line per member to OUT/<preset>-d<delay>-lr<lr>.jsonl. A preset written
+# "P+revin" is P with the `revin` knob on (instance normalisation of the input window). A file
+# that exists is skipped, so the script resumes where it stopped. Summarise with
 #   python scripts/summarize_online_lr.py OUT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,11 +22,12 @@ for delay in $delays; do
     for lr in $lrs; do
       file="$out/$preset-d$delay-lr$lr.jsonl"
       [ -s "$file" ] && continue
-      set_lr=()
-      [ "$lr" != ref ] && set_lr=(--set "online_lr=$lr")
+      sets=()
+      [ "$lr" != ref ] && sets+=(--set "online_lr=$lr")
+      [ "${preset%+revin}" != "$preset" ] && sets+=(--set revin=true)
       echo "$(date -u +%FT%T) $preset delay $delay online_lr $lr"
-      "$py" -m harness.trial --preset "$preset" --seeds 100-103 --set online_split=val \
-          --set "feedback_delay=$delay" "${set_lr[@]}" --threads 1 --json > "$file.part"
+      "$py" -m harness.trial --preset "${preset%+revin}" --seeds 100-103 --set online_split=val \
+          --set "feedback_delay=$delay" "${sets[@]}" --threads 1 --json > "$file.part"
       mv "$file.part" "$file"
     done
   done

@@ -28,6 +28,15 @@ def test_picks_the_rate_with_the_lowest_mean_validation_mse(tmp_path: Path) -> N
     assert "| `ogd` | 12 | 1e-5 | 2 | 0.0900 [" in done.stdout and "1e-4" not in done.stdout
 
 
+def test_revin_runs_are_their_own_rows(tmp_path: Path) -> None:
+    _write(tmp_path, "ogd-d12-lr1e-5", [0.08, 0.10])
+    _write(tmp_path, "ogd+revin-d12-lr1e-5", [0.06, 0.07])
+    _write(tmp_path, "ogd+revin-d12-lr1e-4", [0.05, 0.06])
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert "- `ogd`, delay 12: online_lr 1e-5 (val MSE 0.0900)" in done.stdout
+    assert "- `ogd+revin`, delay 12: online_lr 1e-4 (val MSE 0.0550)" in done.stdout
+
+
 def test_an_empty_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "no finished runs" in done.stderr
