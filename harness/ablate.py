@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from data import DataError
 from fsnet_models.knobs import KnobError
-from harness.cli import OneLineParser, fail, interrupted
+from harness.cli import OneLineParser, fail, interrupted, run_entry
 from harness.experiment.designs import DESIGNS, UNITS
 from harness.experiment.files import git_commit, package_versions, write_experiment
 from harness.experiment.settings import DEFAULTS, GPUS_WITH_CUDA, describe, prepare
@@ -127,4 +127,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry(main)

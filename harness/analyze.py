@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.analysis.load import AnalysisInputError, load_experiment
-from harness.cli import OneLineParser, fail
+from harness.cli import OneLineParser, fail, run_entry
 
 CI_METHODS = ("expanded", "percentile")  # harness.analysis.stats.CI_METHODS, kept here to keep start-up light
 
@@ -187,4 +187,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry(main)

@@ -24,7 +24,7 @@ from typing import Any
 from data import DataError
 from fsnet_models import KnobError
 from fsnet_models.presets import PRESETS
-from harness.cli import OneLineParser, fail
+from harness.cli import OneLineParser, fail, run_entry
 from harness.online.runtime import DeviceError, pick_device, set_threads
 from harness.perf.timing import bench_full, bench_groups, bench_interleaved, environment
 
@@ -142,4 +142,4 @@ def _groups_main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry(main)

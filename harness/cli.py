@@ -6,8 +6,9 @@ Light on purpose (argparse and sys at import): `python -m harness.analyze` impor
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 BAD_INPUT = 2
@@ -31,6 +32,21 @@ def fail(message: object, status: int = BAD_INPUT) -> int:
 def interrupted() -> int:
     """The one line for Ctrl-C; returns the conventional status 130."""
     return fail("interrupted", INTERRUPTED)
+
+
+def run_entry(main: Callable[[], int]) -> NoReturn:
+    """sys.exit(main()), but quiet when stdout's reader has gone (`... --json | head`): no traceback, status 1.
+
+    Python's own advice for a closed pipe: point stdout at devnull so the flush at exit cannot fail again.
+    """
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)
+    sys.exit(status)
 
 
 def parse_sets(pairs: Sequence[str]) -> dict[str, Any]:

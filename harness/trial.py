@@ -19,7 +19,7 @@ from data import DataError
 from fsnet_models import KnobError, applicable_knobs, parse_knob_value, resolve_config
 from fsnet_models.knobs import format_knob_table
 from fsnet_models.presets import PRESETS
-from harness.cli import OneLineParser, fail, interrupted, parse_sets
+from harness.cli import OneLineParser, fail, interrupted, parse_sets, run_entry
 from harness.online.result import json_safe
 from harness.online.runner import CheckpointError
 from harness.online.runtime import DeviceError
@@ -119,4 +119,4 @@ def _group_main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_entry(main)
