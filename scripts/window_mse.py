@@ -10,16 +10,17 @@ be a reported step of every trial (the curves report every 500 steps by default)
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from harness.cli import OneLineParser, fail, run_entry
+
 
 def window_mse(curves: pd.DataFrame, edges: list[int]) -> pd.DataFrame:
     """[stretches, seeds]: each seed's MSE over the steps (a, b] between consecutive edges (0 first, the last
-    reported step last). Raises ValueError naming a seed that lacks an edge."""
+    reported step last). Raises ValueError naming the step that some seed did not report."""
     last = int(curves["step"].max())
     cuts = [0, *[e for e in edges if 0 < e < last], last]
     sse = curves.assign(sse=curves["cum_mse"] * curves["step"]).pivot_table(index="step", columns="seed", values="sse")
@@ -36,32 +37,28 @@ def window_mse(curves: pd.DataFrame, edges: list[int]) -> pd.DataFrame:
 
 def main(argv: list[str]) -> int:
     """Print the table; 2 with one line on a bad argument or folder."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="FOLDER:VARIANT")
     p.add_argument("--edges", default="500,1000,1500,2000", help="steps where a stretch ends (comma-separated)")
     args = p.parse_args(argv)
     try:
         edges = sorted({int(e) for e in args.edges.split(",")})
     except ValueError:
-        print(f"error: --edges takes comma-separated steps, got {args.edges!r}", file=sys.stderr)
-        return 2
+        return fail(f"--edges takes comma-separated steps, got {args.edges!r}")
     rows = []
     for run in args.runs:
         folder, sep, variant = run.rpartition(":")
         path = Path(folder) / "curves.parquet"
         if not sep or not path.is_file():
-            print(f"error: {run}: expected FOLDER:VARIANT with FOLDER/curves.parquet", file=sys.stderr)
-            return 2
+            return fail(f"{run}: expected FOLDER:VARIANT with FOLDER/curves.parquet")
         curves = pd.read_parquet(path)
         curves = curves[curves["variant"] == variant]
         if curves.empty:
-            print(f"error: {run}: no curve of variant {variant!r}", file=sys.stderr)
-            return 2
+            return fail(f"{run}: no curve of variant {variant!r}")
         try:
             table = window_mse(curves, edges)
         except ValueError as exc:
-            print(f"error: {run}: {exc}", file=sys.stderr)
-            return 2
+            return fail(f"{run}: {exc}")
         rows.append((run, table.mean(axis=1), table.shape[1]))
     header = list(rows[0][1].index)
     print("| run | " + " | ".join(f"steps {h}" for h in header) + " | seeds |")
@@ -72,4 +69,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_entry(lambda: main(sys.argv[1:]))
