@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.wandb_logging.sweeps import emit_sweep
 
         return emit_sweep(args)
-    if args.wandb is None:
+    if args.wandb is None and not args.resume:  # --resume keeps the experiment's mode
         from harness.wandb_logging import default_mode
 
         args.wandb = default_mode()
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from harness.wandb_logging import resolve_project
 
-    settings["wandb_project"] = resolve_project(args.wandb_project)
+    settings["wandb_project"] = settings.get("wandb_project") or resolve_project(args.wandb_project)
     if not args.resume:
         settings["git_commit"] = git_commit()
         settings["package_versions"] = package_versions()

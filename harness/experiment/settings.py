@@ -269,7 +269,14 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             raise KnobError(f"--resume takes the settings from {EXPERIMENT_FILE}; drop --{given[0].replace('_', '-')}")
         folder = experiment_folder(args.results, args.experiment)
         s = read_experiment(folder)
-        s["wandb"] = args.wandb
+        # Ray Tune restores a round's callbacks as they were pickled, so the W&B mode and project are the
+        # experiment's: the flags may repeat them, not change them.
+        for flag, key in (("wandb", "wandb"), ("wandb_project", "wandb_project")):
+            given, recorded = getattr(args, flag, None), s.get(key)
+            if given is not None and recorded is not None and given != recorded:
+                raise KnobError(f"--resume keeps the experiment's --{flag.replace('_', '-')} {recorded}; "
+                                f"drop --{flag.replace('_', '-')} {given}")
+        s["wandb"] = s.get("wandb") or args.wandb or "off"
         check_data(s)
         return s, folder
     s = settings_from_args(args)

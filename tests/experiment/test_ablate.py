@@ -38,6 +38,7 @@ from harness.experiment.results import (
     build_curve_rows,
     build_trial_row,
 )
+from harness.experiment.settings import prepare, settings_from_args
 from harness.tune.results_callback import ResultsCallback, one_line_error
 from harness.tune.search import SeedRepeater
 
@@ -116,6 +117,22 @@ def test_existing_experiment_needs_resume_and_resume_takes_no_design_flags(tmp_p
     assert status == 2 and "already exists" in err
     status, _, err = _main(["--resume", "--experiment", "x", "--space", "ultra", "--results", str(tmp_path)], capsys)
     assert status == 2 and "drop --space" in err
+
+
+def test_resume_keeps_the_experiments_wandb_mode_and_refuses_another(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    parser = ablate.build_parser()
+    settings = settings_from_args(parser.parse_args(["--space", "ultra", "--experiment", "w", "--wandb", "off"]))
+    settings["wandb_project"] = "p1"
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "experiment.json").write_text(json.dumps(settings))
+    kept, _ = prepare(parser.parse_args(["--resume", "--experiment", "w", "--results", str(tmp_path)]))
+    assert kept["wandb"] == "off" and kept["wandb_project"] == "p1"
+    status, _, err = _main(["--resume", "--experiment", "w", "--results", str(tmp_path), "--wandb", "offline"], capsys)
+    assert status == 2 and "keeps the experiment's --wandb off; drop --wandb offline" in err
+    status, _, err = _main(["--resume", "--experiment", "w", "--results", str(tmp_path), "--wandb-project", "p2"],
+                           capsys)
+    assert status == 2 and "drop --wandb-project p2" in err
 
 
 def test_cli_bad_knob_in_a_real_process_is_one_line(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ def test_an_ablation_in_groups_writes_a_row_curve_and_run_per_member(etth1: Prep
     assert all(math.isfinite(v) for v in trials["mse"])
 
     # --resume of the finished experiment reruns nothing and keeps every row
-    status = ablate.main(["--resume", "--experiment", "groups", "--results", str(results), "--wandb", "off"])
+    status = ablate.main(["--resume", "--experiment", "groups", "--results", str(results)])
     out, err = capsys.readouterr()
     assert status == 0, err[-2000:]
     again = pq.read_table(results / "groups" / "trials.parquet").to_pandas()
