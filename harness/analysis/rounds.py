@@ -270,8 +270,8 @@ def round_cost(trials: pd.DataFrame, rounds: Rounds) -> dict[str, float]:
 
 
 def cost_lines(cost: Mapping[str, float], max_seeds: int) -> list[str]:
-    """The report's "Cost" lines for round_cost's figures."""
-    return ["### Cost", "",
+    """The report's "Seeds and time spent" lines for round_cost's figures."""
+    return ["### Seeds and time spent", "",
             f"Spent: {cost['trials']:.0f} trials, {_num(cost['compute_hours'], 3)} compute hours (the trials' "
             f"seconds summed), {_num(cost['wall_hours'], 3)} hours of wall time with a trial running. A fixed design "
             f"of {max_seeds} seeds per configuration: {cost['fixed_trials']:.0f} trials, about "

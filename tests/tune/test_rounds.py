@@ -356,7 +356,7 @@ def test_analysis_reports_the_rule_with_the_drivers_decisions(tmp_path: Path,
     assert "round(s) run, stopped:" in section and "Seeds per configuration: advanced 8" in section
     assert "would have been found with probability" in section and "IQM" in section
     assert "| chunk_by | loo | resolved_effect |" in section
-    assert "### Cost" in section and "A fixed design of 8 seeds per configuration: 40 trials" in section
+    assert "### Seeds and time spent" in section and "A fixed design of 8 seeds per configuration: 40 trials" in section
 
 
 def test_round_cost_counts_groups_once_and_skips_the_pause(tmp_path: Path) -> None:
