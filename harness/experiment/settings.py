@@ -271,11 +271,10 @@ def prepare(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         s = read_experiment(folder)
         # Ray Tune restores a round's callbacks as they were pickled, so the W&B mode and project are the
         # experiment's: the flags may repeat them, not change them.
-        for flag, key in (("wandb", "wandb"), ("wandb_project", "wandb_project")):
-            given, recorded = getattr(args, flag, None), s.get(key)
+        for key in ("wandb", "wandb_project"):
+            given, recorded, flag = getattr(args, key, None), s.get(key), "--" + key.replace("_", "-")
             if given is not None and recorded is not None and given != recorded:
-                raise KnobError(f"--resume keeps the experiment's --{flag.replace('_', '-')} {recorded}; "
-                                f"drop --{flag.replace('_', '-')} {given}")
+                raise KnobError(f"--resume keeps the experiment's {flag} {recorded}; drop {flag} {given}")
         s["wandb"] = s.get("wandb") or args.wandb or "off"
         check_data(s)
         return s, folder
