@@ -1,7 +1,8 @@
 """The technical report's claims, each a contrast between two presets, tested on an experiment's trials.
 
 `python -m harness.analyze --claims EXP [EXP ...] [--json | --markdown]` (experiments of the `baselines`
-space; those of one protocol, i.e. one feedback_delay, are pooled, so presets run in batches count as one).
+space; those of one protocol, i.e. one feedback_delay and the same settings (see protocol_of), are pooled,
+so presets run in batches count as one).
 Each claim says that preset B is lower than, higher than, or about equal to
 preset A in a metric, with the report's own percentage where it gives one. For each, over the TERMINATED
 trials with a finite value (one value per seed): both means, B vs A in % of A's mean with Welch's 95%
@@ -135,15 +136,23 @@ def evaluate_claims(trials: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> p
 
 
 def protocol_of(trials: pd.DataFrame) -> str:
-    """`feedback_delay D` of an experiment's trials (the distinct values, when several)."""
+    """`feedback_delay D` of an experiment's trials (the distinct values, when several), followed by
+    `, online_lr set` when any trial sets the online phase's own rate (its value may differ by preset, so
+    experiments at per-preset tuned rates pool together) and `, revin` when any trial has RevIN on: runs at
+    the reference settings and runs at tuned ones are two columns, never pooled into one."""
     if "feedback_delay" not in trials.columns:
         return "feedback_delay ?"
     values = sorted({int(v) for v in trials["feedback_delay"].dropna()})
-    return "feedback_delay " + ",".join(map(str, values))
+    name = "feedback_delay " + ",".join(map(str, values))
+    if "knob_online_lr" in trials.columns and pd.to_numeric(trials["knob_online_lr"], errors="coerce").notna().any():
+        name += ", online_lr set"
+    if "knob_revin" in trials.columns and trials["knob_revin"].eq(True).any():
+        name += ", revin"
+    return name
 
 
 def pooled_trials(folders: Sequence[Path]) -> dict[str, tuple[list[str], pd.DataFrame]]:
-    """protocol -> (its experiment folders, their trials pooled): experiments of one feedback_delay count as one.
+    """protocol -> (its experiment folders, their trials pooled): experiments of one protocol_of count as one.
 
     Raises AnalysisInputError (one line) on a missing or empty trials.parquet, or a variant and seed found
     in two pooled experiments.

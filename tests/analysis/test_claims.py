@@ -26,11 +26,13 @@ VALUES = {
 }
 
 
-def _write(folder: Path, delay: int) -> Path:
+def _write(folder: Path, delay: int, presets: tuple[str, ...] = tuple(VALUES), **settings: object) -> Path:
+    """trials.parquet of `presets` at `delay` with VALUES' MSEs; `settings` are further knobs (online_lr=...)."""
     rows = []
-    for preset, values in VALUES.items():
-        for seed, mse in enumerate(values):
-            knobs = {"dataset": "ETTh1", "features": "S", "seq_len": 48, "pred_len": 12, "feedback_delay": delay}
+    for preset in presets:
+        for seed, mse in enumerate(VALUES[preset]):
+            knobs = {"dataset": "ETTh1", "features": "S", "seq_len": 48, "pred_len": 12, "feedback_delay": delay,
+                     **settings}
             rows.append(build_trial_row(EXPERIMENT, f"{preset}-{seed}", preset, preset, seed, knobs, {},
                                         {"mse": mse, "mape_scaled": 100 * mse}, "TERMINATED", None))
     rows.append(build_trial_row(EXPERIMENT, "ogd-err", "ogd", "ogd", 9, {"feedback_delay": delay}, {},
@@ -119,3 +121,18 @@ def test_the_protocols_table_holds_each_variants_mean_and_interval(tmp_path: Pat
     shown = protocols_markdown(one_side, name_a, name_b).splitlines()
     assert "| `ultra` | 4 | 0.7000 [" in "\n".join(shown) and any(r.startswith("| `ultra` |") and r.endswith("| 0 |  |")
                                                                      for r in shown)
+
+
+def test_runs_at_tuned_settings_are_a_protocol_of_their_own(tmp_path: Path) -> None:
+    from harness.analysis.claims import pooled_trials
+
+    reference = _write(tmp_path / "ref", 12)
+    # each preset at its own tuned rate, in two experiments: they pool into one column beside the reference
+    tuned = [_write(tmp_path / "ogd", 12, ("ogd",), online_lr=1e-6),
+             _write(tmp_path / "adv", 12, ("advanced",), online_lr=1e-5)]
+    with_revin = _write(tmp_path / "revin", 12, ("ogd",), online_lr=1e-6, revin=True)
+    pooled = pooled_trials([reference, *tuned, with_revin])
+    assert list(pooled) == ["feedback_delay 12", "feedback_delay 12, online_lr set",
+                            "feedback_delay 12, online_lr set, revin"]
+    names, trials = pooled["feedback_delay 12, online_lr set"]
+    assert names == [str(f) for f in tuned] and set(trials["variant"]) == {"ogd", "advanced"}
