@@ -53,7 +53,10 @@ def build_parser() -> OneLineParser:
     claims = p.add_argument_group("the technical report's claims (harness.analysis.claims; no experiment folder)")
     claims.add_argument("--claims", nargs="+", type=Path, default=None, metavar="EXP",
                         help="test every claim of the report on these experiments of the baselines space "
-                        "(e.g. one per protocol)")
+                        "(e.g. one per protocol); EXP@v1,v2 keeps only those variants of EXP")
+    claims.add_argument("--pool-settings", action="store_true",
+                        help="--claims: pool experiments by feedback_delay alone, whatever online_lr or revin they "
+                        "set (each preset at the settings chosen for it, with EXP@VARIANT to pick its run)")
     claims.add_argument("--markdown", action="store_true", help="--claims: print one Markdown table")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object instead of a table (--simulate-sequential, --compare, --claims)")
@@ -95,7 +98,8 @@ def claims_main(args: argparse.Namespace) -> int:
     from harness.analysis.claims import claims_markdown, claims_of_pooled, claims_text, pooled_trials
 
     try:
-        pooled = pooled_trials(args.claims)  # read once: the claims, the per-variant table and the figure use it
+        # read once: the claims, the per-variant table and the figure use it
+        pooled = pooled_trials(args.claims, pool_settings=args.pool_settings)
     except AnalysisInputError as exc:
         return fail(exc)
     results = claims_of_pooled(pooled)
@@ -155,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.claims is not None:
         return claims_main(args)
+    if args.pool_settings:
+        return fail("--pool-settings applies to --claims only")
     if args.markdown:
         return fail("--markdown applies to --claims only")
     if args.compare is not None:

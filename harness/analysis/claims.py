@@ -2,7 +2,9 @@
 
 `python -m harness.analyze --claims EXP [EXP ...] [--json | --markdown]` (experiments of the `baselines`
 space; those of one protocol, i.e. one feedback_delay and the same settings (see protocol_of), are pooled,
-so presets run in batches count as one).
+so presets run in batches count as one). `EXP@v1,v2` keeps only those variants of EXP, and `--pool-settings`
+pools by feedback_delay alone: together they put each preset at its own chosen settings (a tuned rate for
+some, the reference's for others) into one column.
 Each claim says that preset B is lower than, higher than, or about equal to
 preset A in a metric, with the report's own percentage where it gives one. For each, over the TERMINATED
 trials with a finite value (one value per seed): both means, B vs A in % of A's mean with Welch's 95%
@@ -135,15 +137,20 @@ def evaluate_claims(trials: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> p
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
+def delay_of(trials: pd.DataFrame) -> str:
+    """`feedback_delay D` of an experiment's trials (D the distinct values, comma-separated, when several)."""
+    if "feedback_delay" not in trials.columns:
+        return "feedback_delay ?"
+    values = sorted({int(v) for v in trials["feedback_delay"].dropna()})
+    return "feedback_delay " + ",".join(map(str, values))
+
+
 def protocol_of(trials: pd.DataFrame) -> str:
     """`feedback_delay D` of an experiment's trials (the distinct values, when several), followed by
     `, online_lr set` when any trial sets the online phase's own rate (its value may differ by preset, so
     experiments at per-preset tuned rates pool together) and `, revin` when any trial has RevIN on: runs at
     the reference settings and runs at tuned ones are two columns, never pooled into one."""
-    if "feedback_delay" not in trials.columns:
-        return "feedback_delay ?"
-    values = sorted({int(v) for v in trials["feedback_delay"].dropna()})
-    name = "feedback_delay " + ",".join(map(str, values))
+    name = delay_of(trials)
     if "knob_online_lr" in trials.columns and pd.to_numeric(trials["knob_online_lr"], errors="coerce").notna().any():
         name += ", online_lr set"
     if "knob_revin" in trials.columns and trials["knob_revin"].eq(True).any():
@@ -151,19 +158,47 @@ def protocol_of(trials: pd.DataFrame) -> str:
     return name
 
 
-def pooled_trials(folders: Sequence[Path]) -> dict[str, tuple[list[str], pd.DataFrame]]:
+SELECT = "@"  # EXP@v1,v2: only those variants of EXP
+
+
+def split_selection(folder: str | Path) -> tuple[Path, tuple[str, ...]]:
+    """`EXP` -> (EXP, ()); `EXP@v1,v2` -> (EXP, ("v1", "v2")): the folder and the variants kept from it (none
+    named: all). AnalysisInputError (one line) when the list after `@` names no variant."""
+    text = str(folder)
+    if SELECT not in text:
+        return Path(text), ()
+    path, _, listed = text.rpartition(SELECT)
+    variants = tuple(v.strip() for v in listed.split(",") if v.strip())
+    if not path or not variants:
+        raise AnalysisInputError(f"{text}: write EXP@VARIANT[,VARIANT...], with at least one variant after @")
+    return Path(path), variants
+
+
+def pooled_trials(folders: Sequence[str | Path],
+                  pool_settings: bool = False) -> dict[str, tuple[list[str], pd.DataFrame]]:
     """protocol -> (its experiment folders, their trials pooled): experiments of one protocol_of count as one.
 
-    Raises AnalysisInputError (one line) on a missing or empty trials.parquet, or a variant and seed found
-    in two pooled experiments.
+    A folder written `EXP@v1,v2` contributes only those variants. With pool_settings, experiments pool by
+    feedback_delay alone (the key is `feedback_delay D, settings as selected`), whatever online_lr or revin
+    they set: each preset at the settings chosen for it. Raises AnalysisInputError (one line) on a missing or
+    empty trials.parquet, a selected variant the folder lacks, or a variant and seed found in two pooled
+    experiments.
     """
     parts: dict[str, tuple[list[str], list[pd.DataFrame]]] = {}
-    for folder in folders:
-        trials = read_trials(Path(folder))
+    for given in folders:
+        folder, variants = split_selection(given)
+        trials = read_trials(folder)
         if trials.empty:
             raise AnalysisInputError(f"{folder}: trials.parquet has no trials")
-        names, frames = parts.setdefault(protocol_of(trials), ([], []))
-        names.append(str(folder))
+        if variants:
+            missing = sorted(set(variants) - set(trials["variant"].astype(str)))
+            if missing:
+                raise AnalysisInputError(f"{folder} has no variant {', '.join(missing)} "
+                                         f"(it holds {', '.join(sorted(set(trials['variant'].astype(str))))})")
+            trials = trials[trials["variant"].astype(str).isin(variants)]
+        protocol = delay_of(trials) + ", settings as selected" if pool_settings else protocol_of(trials)
+        names, frames = parts.setdefault(protocol, ([], []))
+        names.append(str(given))
         frames.append(trials)
     out: dict[str, tuple[list[str], pd.DataFrame]] = {}
     for protocol, (names, frames) in parts.items():

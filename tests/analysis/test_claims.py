@@ -136,3 +136,45 @@ def test_runs_at_tuned_settings_are_a_protocol_of_their_own(tmp_path: Path) -> N
                             "feedback_delay 12, online_lr set, revin"]
     names, trials = pooled["feedback_delay 12, online_lr set"]
     assert names == [str(f) for f in tuned] and set(trials["variant"]) == {"ogd", "advanced"}
+
+
+def test_each_preset_at_its_chosen_settings_pools_into_one_column(tmp_path: Path) -> None:
+    from harness.analysis.claims import pooled_trials
+
+    # the reference run holds every preset; ogd's and ultra's chosen rates were run apart
+    reference = _write(tmp_path / "ref", 0)
+    ogd = _write(tmp_path / "ogd", 0, ("ogd",), online_lr=1e-5)
+    ultra = _write(tmp_path / "ultra", 0, ("ultra",), online_lr=1e-4)
+    chosen = [f"{reference}@advanced,nomem,fsnet,fsnet_bug", str(ogd), str(ultra)]
+    pooled = pooled_trials(chosen, pool_settings=True)
+    assert list(pooled) == ["feedback_delay 0, settings as selected"]
+    names, trials = pooled["feedback_delay 0, settings as selected"]
+    assert names == chosen
+    assert sorted(set(trials["variant"])) == ["advanced", "fsnet", "fsnet_bug", "nomem", "ogd", "ultra"]
+    assert trials.loc[trials["variant"] == "ultra", "knob_online_lr"].eq(1e-4).all()
+    done = trials[trials["status"] == "TERMINATED"]
+    assert done["variant"].eq("ogd").sum() == len(VALUES["ogd"])  # the reference's ogd left out
+    # without the selection the reference's ogd meets the tuned one: refused, not pooled twice
+    with pytest.raises(Exception, match="ogd seed 0 is in more than one"):
+        pooled_trials([reference, ogd], pool_settings=True)
+    # without --pool-settings the same selection keeps the reference rate and the tuned ones apart
+    assert list(pooled_trials(chosen)) == ["feedback_delay 0", "feedback_delay 0, online_lr set"]
+    # the selection in its own: only the named variants
+    assert set(pooled_trials([f"{reference}@ogd"])["feedback_delay 0"][1]["variant"]) == {"ogd"}
+
+
+def test_a_bad_selection_or_flag_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    reference = _write(tmp_path / "ref", 0)
+    assert cli_main(["--claims", f"{reference}@er", "--json"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "has no variant er" in err
+    assert cli_main(["--claims", f"{reference}@", "--json"]) == 2
+    assert "at least one variant after @" in capsys.readouterr().err
+    assert cli_main([str(reference), "--pool-settings"]) == 2
+    assert "--pool-settings applies to --claims only" in capsys.readouterr().err
+    ultra = _write(tmp_path / "u", 0, ("ultra",), online_lr=1e-4)
+    assert cli_main(["--claims", f"{reference}@ogd,advanced", str(ultra), "--pool-settings", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["experiments"]
+    assert [e["protocol"] for e in out] == ["feedback_delay 0, settings as selected"]
+    row = [c for c in out[0]["claims"] if c["variant"] == "ultra" and c["reference"] == "advanced"][0]
+    assert row["n_variant"] == 4 and row["n_reference"] == 4
