@@ -30,11 +30,18 @@ def one_line_error(text: str | None) -> str:
     return picked[:500]
 
 
+def _provenance_now() -> dict[str, Any]:
+    """The checkout's git commit and the installed package versions (a JSON string), now."""
+    return {"git_commit": git_commit(), "package_versions": json.dumps(package_versions())}
+
+
 class ResultsCallback(tune.Callback):
     """on_trial_complete / on_trial_error: upsert the trial into the experiment's ResultsStore.
 
     The store lives on disk: the callback keeps no state across pickling (Tuner.restore
-    unpickles it from the experiment state) and reloads the files when first needed.
+    unpickles it from the experiment state) and reloads the files when first needed. The git commit and
+    package versions are taken when the driver starts (construction or restore): the code the trials run,
+    even when the checkout moves on while they do.
     """
 
     def __init__(self, folder: str | Path, experiment: dict[str, Any], total: int | None,
@@ -44,7 +51,7 @@ class ResultsCallback(tune.Callback):
         self.total = total
         self.out = out
         self._store: ResultsStore | None = None
-        self._provenance: dict[str, Any] | None = None
+        self._provenance: dict[str, Any] = _provenance_now()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the settings only (no rows, no stream)."""
@@ -52,7 +59,7 @@ class ResultsCallback(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the settings; rows are reloaded from disk when needed."""
-        self.__dict__.update(state, out=None, _store=None, _provenance=None)
+        self.__dict__.update(state, out=None, _store=None, _provenance=_provenance_now())
 
     @property
     def store(self) -> ResultsStore:
@@ -63,9 +70,7 @@ class ResultsCallback(tune.Callback):
 
     @property
     def provenance(self) -> dict[str, Any]:
-        """git commit and package versions of the driver recording the rows (computed once per process)."""
-        if self._provenance is None:
-            self._provenance = {"git_commit": git_commit(), "package_versions": json.dumps(package_versions())}
+        """git commit and package versions of the code the trials run, as of the driver's start."""
         return self._provenance
 
     def _say(self, line: str) -> None:

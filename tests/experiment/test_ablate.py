@@ -276,6 +276,21 @@ def test_callback_writes_rows_as_trials_finish(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "trials.parquet").num_rows == 2
 
 
+def test_rows_record_the_commit_of_the_drivers_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.tune.results_callback as results_callback
+
+    monkeypatch.setattr(results_callback, "git_commit", lambda: "commit-at-start")
+    callback = ResultsCallback(tmp_path, {k: EXPERIMENT[k] for k in ("name", "space", "design", "unit", "plain")},
+                               1, out=io.StringIO())
+    monkeypatch.setattr(results_callback, "git_commit", lambda: "commit-later")  # the checkout moves on
+    final = {"step": 30, "cum_mse": 0.2, "mse": 0.2, "steps": 30, "final": True, "trial_seconds": 3.0,
+             "curve_json": json.dumps([{"step": 30, "cum_mse": 0.2, "cum_mae": 0.3}])}
+    callback.on_trial_complete(0, [], _fake_trial("a", final))
+    assert pq.read_table(tmp_path / "trials.parquet").to_pandas()["git_commit"].tolist() == ["commit-at-start"]
+    restored = pickle.loads(pickle.dumps(callback))  # a resumed driver runs the code of its own start
+    assert restored.provenance["git_commit"] == "commit-later"
+
+
 def test_one_line_error() -> None:
     assert one_line_error(None) == "trial failed"
     text = "Failure # 1 (occurred at x)\nray.exceptions.ActorDiedError: The actor died\n\tpid: 3\n"
