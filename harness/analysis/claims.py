@@ -191,11 +191,12 @@ def pooled_trials(folders: Sequence[str | Path],
         if trials.empty:
             raise AnalysisInputError(f"{folder}: trials.parquet has no trials")
         if variants:
-            missing = sorted(set(variants) - set(trials["variant"].astype(str)))
+            held = trials["variant"].astype(str)
+            missing = sorted(set(variants) - set(held))
             if missing:
                 raise AnalysisInputError(f"{folder} has no variant {', '.join(missing)} "
-                                         f"(it holds {', '.join(sorted(set(trials['variant'].astype(str))))})")
-            trials = trials[trials["variant"].astype(str).isin(variants)]
+                                         f"(it holds {', '.join(sorted(set(held)))})")
+            trials = trials[held.isin(variants)]
         protocol = delay_of(trials) + ", settings as selected" if pool_settings else protocol_of(trials)
         names, frames = parts.setdefault(protocol, ([], []))
         names.append(str(given))

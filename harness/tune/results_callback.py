@@ -51,7 +51,7 @@ class ResultsCallback(tune.Callback):
         self.total = total
         self.out = out
         self._store: ResultsStore | None = None
-        self._provenance: dict[str, Any] = _provenance_now()
+        self.provenance: dict[str, Any] = _provenance_now()  # git commit and package versions of the run's code
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle the settings only (no rows, no stream)."""
@@ -59,7 +59,7 @@ class ResultsCallback(tune.Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Restore the settings; rows are reloaded from disk when needed."""
-        self.__dict__.update(state, out=None, _store=None, _provenance=_provenance_now())
+        self.__dict__.update(state, out=None, _store=None, provenance=_provenance_now())
 
     @property
     def store(self) -> ResultsStore:
@@ -67,11 +67,6 @@ class ResultsCallback(tune.Callback):
         if self._store is None:
             self._store = ResultsStore(self.folder)
         return self._store
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """git commit and package versions of the code the trials run, as of the driver's start."""
-        return self._provenance
 
     def _say(self, line: str) -> None:
         print(line, file=self.out or sys.stdout, flush=True)
